@@ -1,0 +1,24 @@
+//! mailshare: a mail-proxy gateway that shares client conversations with
+//! colleagues at the level a TOML policy allows.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`engine`] | pure sharing decisions: capture rules, read rules, contacts, threads |
+//! | [`mail`] | raw RFC 5322 bytes → [`engine::MessageFacts`] + borrowed content (mail-parser) |
+//! | [`store`] | the narrow [`store::Store`] trait and its sled backend, blobs, group commit |
+//! | [`config`] | `mailshare.toml` and `policy.toml`: parsing, validation, diagnostics |
+//! | [`diag`] | `file:line:column: message` diagnostics shared by config checks |
+//! | [`ingest`] | the capture path shared by `mailshare ingest` and the protocol adapters |
+//!
+//! Dependencies point one way: `ingest → store, mail, engine`; `store → engine`;
+//! `mail → engine`; `config → engine, diag`; `engine → diag` at most.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod diag;
+pub mod engine;
+pub mod ingest;
+pub mod mail;
+pub mod store;
