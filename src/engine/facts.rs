@@ -295,6 +295,12 @@ impl Record {
         best.min(self.restriction())
     }
 
+    /// True when no owner shares anything and none restricts: nothing of the
+    /// message may be kept (the store deletes or skips such a record).
+    pub fn is_void(&self) -> bool {
+        self.owners.is_empty()
+    }
+
     /// All participant addresses (including blind recipients).
     pub fn participants(&self) -> impl Iterator<Item = &str> {
         self.from
@@ -315,7 +321,11 @@ impl Record {
             self.subject = None;
         }
         if level == Level::Hidden {
-            // Only the key and the owners' choices (the restriction) remain.
+            // Only the hashed key and the owners' choices (the restriction)
+            // remain: not even the Message-ID is metadata we may keep.
+            self.message_id.clear();
+            self.thread_id.clear();
+            self.date = 0;
             self.from = None;
             self.sender = None;
             self.to.clear();

@@ -16,7 +16,7 @@ pub mod level;
 pub mod policy;
 pub mod read;
 
-pub use capture::{decide, merge, Decision};
+pub use capture::{decide, is_confidential, merge, set_override, Decision};
 pub use contacts::{plan_contacts, ContactPlan, ContactState, Directory, NewContact};
 pub use facts::{
     AttachmentContent, BlobRef, Content, Grant, Mailbox, MessageFacts, OwnerCopy, Reason, Record,
@@ -69,3 +69,6 @@ pub fn person_contact_id(address: &str) -> String {
 pub fn org_contact_id(domain: &str) -> String {
     short_hash("org", domain, 16)
 }
+
+#[cfg(test)]
+mod tests;
