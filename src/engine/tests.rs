@@ -631,7 +631,7 @@ fn read_rule4_buckets_mode_limits_timelines_to_members_who_view_conversations() 
         "Hi",
     );
     let c = copy_of(decide(&p, &f, "alice", IN, NOW));
-    let r = merge(&p, None, &f, c, &[client.clone()], NOW, true);
+    let r = merge(&p, None, &f, c, std::slice::from_ref(&client), NOW, true);
     assert_eq!(sees(&p, "bob@acme.example", &r), Level::Subject);
     assert_eq!(sees(&p, "carol@acme.example", &r), Level::Hidden);
     // Team mode: everyone active opens every contact.
