@@ -1,1 +1,129 @@
-//! Ingest.
+//! The capture path shared by `mailshare ingest` and (later) the SMTP and
+//! IMAP adapters: raw bytes → `mail` facts → `engine::decide` → `store`.
+//!
+//! Parsing borrows from the caller's buffer; the store writes bodies only
+//! within the ceiling. A message larger than `max_capture_bytes` is still
+//! captured, from its headers alone (metadata and subject, no content).
+
+use crate::engine::{self, Decision, Direction, Level, Policy, Reason};
+use crate::mail;
+use crate::store::{CaptureInput, Store, StoreError};
+
+/// What one capture needs besides the bytes.
+#[derive(Clone, Debug)]
+pub struct IngestRequest<'a> {
+    /// A login or an address of a policy user.
+    pub owner: &'a str,
+    pub direction: Direction,
+    /// SMTP envelope recipients (empty outside SMTP).
+    pub envelope_recipients: &'a [String],
+    /// Unix seconds: dates a message without a Date header.
+    pub now: i64,
+    /// Above this size only the headers are parsed and captured.
+    pub max_capture_bytes: usize,
+}
+
+/// What happened to one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored (or merged into the record of the same Message-ID).
+    Stored {
+        id: String,
+        /// This owner's level and why.
+        level: Level,
+        reason: Reason,
+        /// The record's ceiling and the fields it holds after the merge.
+        ceiling: Level,
+        stored: Level,
+        /// Only the headers were captured (message above the capture limit).
+        headers_only: bool,
+    },
+    /// Nothing stored for this owner.
+    Skipped(Reason),
+}
+
+impl std::fmt::Display for IngestOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IngestOutcome::Stored {
+                id,
+                level,
+                reason,
+                ceiling,
+                stored,
+                headers_only,
+            } => {
+                write!(
+                    f,
+                    "stored: {level} ({reason}), message {id}, ceiling {ceiling}, fields {stored}",
+                    reason = reason.as_str()
+                )?;
+                if *headers_only {
+                    f.write_str(", headers only (over the capture size limit)")?;
+                }
+                Ok(())
+            }
+            IngestOutcome::Skipped(r) => write!(f, "skipped: {}", r.as_str()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("not a mail message: {0}")]
+    Parse(#[from] mail::ParseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Capture one raw message for one owner. Durable when it returns `Ok`.
+pub fn ingest(
+    store: &dyn Store,
+    policy: &Policy,
+    raw: &[u8],
+    req: &IngestRequest<'_>,
+) -> Result<IngestOutcome, IngestError> {
+    if raw.len() > req.max_capture_bytes {
+        let facts = mail::parse_headers(raw, req.envelope_recipients)?;
+        return capture(store, policy, &facts, None, req, true);
+    }
+    let parsed = mail::parse(raw)?;
+    let facts = parsed.facts(req.envelope_recipients);
+    let content = parsed.content();
+    capture(store, policy, &facts, Some(&content), req, false)
+}
+
+fn capture(
+    store: &dyn Store,
+    policy: &Policy,
+    facts: &engine::MessageFacts,
+    content: Option<&engine::Content<'_>>,
+    req: &IngestRequest<'_>,
+    headers_only: bool,
+) -> Result<IngestOutcome, IngestError> {
+    let copy = match engine::decide(policy, facts, req.owner, req.direction, req.now) {
+        Decision::Skip(reason) => return Ok(IngestOutcome::Skipped(reason)),
+        Decision::Capture(c) if c.level == Level::Hidden && c.override_level.is_none() => {
+            return Ok(IngestOutcome::Skipped(c.reason));
+        }
+        Decision::Capture(c) => c,
+    };
+    let (level, reason) = (copy.level, copy.reason);
+    let out = store.capture(
+        policy,
+        CaptureInput {
+            facts,
+            copy,
+            content,
+            now: req.now,
+        },
+    )?;
+    Ok(IngestOutcome::Stored {
+        id: out.id,
+        level,
+        reason,
+        ceiling: out.ceiling,
+        stored: out.stored,
+        headers_only,
+    })
+}

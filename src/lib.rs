@@ -11,14 +11,18 @@
 //! | [`config`] | `mailshare.toml` and `policy.toml`: parsing, validation, diagnostics |
 //! | [`diag`] | `file:line:column: message` diagnostics shared by config checks |
 //! | [`ingest`] | the capture path shared by `mailshare ingest` and the protocol adapters |
+//! | [`app`] | composition root: commands that load config, open the store, serve |
+//! | [`logging`] | tracing subscriber: human or JSON, level from config or `RUST_LOG` |
 //!
 //! Dependencies point one way: `ingest → store, mail, engine`; `store → engine`;
 //! `mail → engine`; `config → engine, diag`; `engine → diag` at most.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod config;
 pub mod diag;
 pub mod engine;
 pub mod ingest;
+pub mod logging;
 pub mod mail;
 pub mod store;

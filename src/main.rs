@@ -1,1 +1,129 @@
-fn main() {}
+//! The `mailshare` binary: a thin command-line layer over the library.
+//! Exit codes: 0 success, 1 failure (invalid files, a message that could not
+//! be ingested), 2 usage errors (from clap).
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use mailshare::engine::Direction;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Mail-proxy gateway that shares client conversations with colleagues at the
+/// level a TOML policy allows.
+#[derive(Parser)]
+#[command(name = "mailshare", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway: open the store, load the policy, serve until SIGTERM.
+    Serve {
+        /// Path to mailshare.toml.
+        #[arg(short, long, default_value = "config/mailshare.toml")]
+        config: PathBuf,
+    },
+    /// Validate mailshare.toml and the policy file it names; print every error
+    /// as file:line:column: message and exit non-zero if there is any.
+    Check {
+        /// Path to mailshare.toml.
+        #[arg(short, long, default_value = "config/mailshare.toml")]
+        config: PathBuf,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Capture .eml files through the same path as relayed mail (backfills,
+    /// demos, tests). Reports per file what was stored and why.
+    Ingest {
+        /// Path to mailshare.toml.
+        #[arg(short, long, default_value = "config/mailshare.toml")]
+        config: PathBuf,
+        /// The policy user whose mail this is (a login or an address).
+        #[arg(long)]
+        owner: String,
+        /// inbound (received by the owner) or outbound (sent by the owner).
+        #[arg(long, value_parser = parse_direction)]
+        direction: Direction,
+        /// SMTP envelope recipient (repeatable): recipients not in the headers are blind copies.
+        #[arg(long = "envelope-rcpt", value_name = "ADDRESS")]
+        envelope_rcpt: Vec<String>,
+        /// RFC 5322 message files.
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new random API token for a user and the token_sha256 line to
+    /// put in that user's [[users]] entry of the policy.
+    New {
+        /// The user's address (or login), for the printed hint.
+        user: String,
+    },
+}
+
+fn parse_direction(s: &str) -> Result<Direction, String> {
+    s.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config } => mailshare::app::serve(&config),
+        Command::Check { config } => return check(&config),
+        Command::Token {
+            command: TokenCommand::New { user },
+        } => {
+            let t = mailshare::app::new_token();
+            println!("# API token for {user}: give it to them, store only the hash");
+            println!("token = \"{}\"", t.token);
+            println!("token_sha256 = \"{}\"", t.sha256_hex);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest {
+            config,
+            owner,
+            direction,
+            envelope_rcpt,
+            files,
+        } => mailshare::app::ingest_files(&config, &owner, direction, &envelope_rcpt, &files)
+            .context("ingest"),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mailshare: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(config: &std::path::Path) -> ExitCode {
+    match mailshare::config::load(config) {
+        Ok(loaded) => {
+            let p = &loaded.policy;
+            println!(
+                "{}: ok ({} users, {} contacts, {} buckets; policy {})",
+                config.display(),
+                p.users.len(),
+                p.contacts.len(),
+                p.buckets.len(),
+                loaded.policy_path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            for d in &diags {
+                eprintln!("{d}");
+            }
+            eprintln!("mailshare check: {} error(s)", diags.len());
+            ExitCode::FAILURE
+        }
+    }
+}
