@@ -525,6 +525,9 @@ fn compile_contacts(
     for (c, kind) in raw.iter().zip(&kinds) {
         let c = c.get_ref();
         let name = c.name.get_ref().trim().to_string();
+        // With an invalid kind (already reported) the checks that depend on
+        // the kind are skipped rather than guessed.
+        let known = *kind;
         let kind = kind.unwrap_or(ContactKind::Person);
 
         let mut domains = Vec::new();
@@ -534,7 +537,7 @@ fn compile_contacts(
                 r.error(d.span(), format!("invalid domain {:?}", d.get_ref()));
                 continue;
             }
-            if kind != ContactKind::Organization {
+            if known == Some(ContactKind::Person) {
                 r.error(
                     d.span(),
                     format!("only an organization owns domains; {name:?} is a person"),
@@ -590,18 +593,20 @@ fn compile_contacts(
         let mut organization = None;
         if let Some(o) = &c.organization {
             let key = o.get_ref().trim().to_lowercase();
-            if kind != ContactKind::Person {
+            if known == Some(ContactKind::Organization) {
                 r.error(
                     o.span(),
                     format!(
                         "only a person belongs to an organization; {name:?} is an organization"
                     ),
                 );
-            } else {
+            } else if known.is_some() {
                 match by_name.get(&key) {
                     Some(&(i, _)) if kinds[i] == Some(ContactKind::Organization) => {
                         organization = Some(i)
                     }
+                    // Its kind is invalid, which is reported there.
+                    Some(&(i, _)) if kinds[i].is_none() => {}
                     Some(_) => r.error(
                         o.span(),
                         format!("contact {:?} is not an organization", o.get_ref()),
@@ -648,9 +653,11 @@ fn compile_users(
         for (i, a) in std::iter::once(&u.address).chain(&u.aliases).enumerate() {
             let what = if i == 0 { "user address" } else { "alias" };
             let n = norm(a.get_ref());
+            // Without internal domains (reported at [organization]) every
+            // address would be outside them: not reported again here.
             if !is_address(&n) {
                 r.error(a.span(), format!("invalid {what} {:?}", a.get_ref()));
-            } else if !in_internal(org, domain_of(&n)) {
+            } else if !org.internal_domains.is_empty() && !in_internal(org, domain_of(&n)) {
                 r.error(
                     a.span(),
                     format!(
