@@ -25,6 +25,7 @@ use crate::engine::Policy;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Read;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -105,6 +106,10 @@ pub fn load(config_path: &Path) -> Result<Loaded, Vec<Diagnostic>> {
             }
         }
     }
+
+    // The config file's diagnostics first (the cross-file check above added
+    // some after the policy's), each file's in position order.
+    diags.sort_by_key(|d| d.file != config_path);
 
     match (parsed.config, policy, parsed.policy_path) {
         (Some(config), Some(policy), Some(policy_path)) if diags.is_empty() => Ok(Loaded {
@@ -298,8 +303,9 @@ impl fmt::Display for TlsMode {
 
 impl FromStr for TlsMode {
     type Err = String;
+    /// Case-insensitive, like every keyword in the config files.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "starttls" => Ok(TlsMode::Starttls),
             "implicit" => Ok(TlsMode::Implicit),
             "none" => Ok(TlsMode::None),
@@ -379,7 +385,7 @@ pub enum LogFormat {
 impl FromStr for LogFormat {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "auto" => Ok(LogFormat::Auto),
             "human" => Ok(LogFormat::Human),
             "json" => Ok(LogFormat::Json),
@@ -1060,7 +1066,14 @@ fn parse_host_port(s: &str) -> Result<(String, u16), String> {
 /// should (`marker` ends its `-----BEGIN …` line), so swapped or truncated
 /// files are caught at check time rather than at the first TLS handshake.
 fn check_pem(report: &mut Report, span: Range<usize>, path: &Path, key: &str, marker: &str) {
-    match std::fs::read(path) {
+    // Bounded: a path pointing at a device or a huge file must not hang the check.
+    const MAX_PEM_BYTES: u64 = 1024 * 1024;
+    let read = std::fs::File::open(path).and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(MAX_PEM_BYTES).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    });
+    match read {
         Ok(bytes) => {
             let text = String::from_utf8_lossy(&bytes);
             let found = text

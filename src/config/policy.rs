@@ -143,106 +143,167 @@ pub fn share_since_seconds(value: &toml::Value) -> Result<i64, String> {
 }
 
 // ---------------------------------------------------------------------------
-// Raw file structure: mirrors DESIGN §4 key for key.
+// Raw file structure: mirrors DESIGN §4 key for key. These doc comments are
+// the reference for every key of policy.toml (config/policy.toml shows them
+// in use).
 
+/// The whole file. Only `[organization]` is required.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     organization: Option<Spanned<RawOrganization>>,
     defaults: Option<RawDefaults>,
+    /// `[[users]]`: the only people whose mail is captured.
     #[serde(default)]
     users: Vec<Spanned<RawUser>>,
+    /// `[[contacts]]`: declared external persons and organizations.
     #[serde(default)]
     contacts: Vec<Spanned<RawContact>>,
+    /// `[[buckets]]`: groups of contacts with members and roles.
     #[serde(default)]
     buckets: Vec<Spanned<RawBucket>>,
 }
 
-/// `[organization]`.
+/// `[organization]`: firm-wide settings.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawOrganization {
-    /// Display name; default empty.
+    /// `name`: display name of the firm; default empty.
     name: Option<String>,
-    /// Required, at least one: the firm's own domains (subdomains included).
+    /// `internal_domains`: required, at least one. The firm's own domains
+    /// (subdomains included): mail among them only is never captured, every
+    /// user address must be in one, no contact address may be.
     #[serde(default)]
     internal_domains: Vec<Spanned<String>>,
-    /// `team` (default) or `buckets`.
+    /// `contacts`: who may open contact timelines. `team` (default): every
+    /// active user; `buckets`: members of a bucket holding the contact with
+    /// `view_conversations`, and its owner.
     contacts: Option<Spanned<String>>,
-    /// `sent` (default), `all` or `none`.
+    /// `auto_create_contacts`: which captured mail creates contacts. `sent`
+    /// (default): participants of mail users send; `all`: of any captured
+    /// mail; `none`: only the declared `[[contacts]]`.
     auto_create_contacts: Option<Spanned<String>>,
-    /// Never-captured patterns; default none.
+    /// `exclude`: patterns never captured for anyone (`*@domain`,
+    /// `local@domain`, `domain`; a domain matches its subdomains). Default none.
     #[serde(default)]
     exclude: Vec<Spanned<String>>,
-    /// Absent: the built-in list; given: replaces it.
+    /// `confidential_keywords`: a subject containing one (whole word, any
+    /// case) caps the message at `metadata`. Absent: Confidential, Private,
+    /// Personal, Privileged; a given list replaces them.
     confidential_keywords: Option<Vec<Spanned<String>>>,
-    /// Absent: the built-in list; given: replaces it.
+    /// `impersonal_localparts`: local parts (noreply, support, …) that never
+    /// become person contacts. Absent: the built-in list; a given list
+    /// replaces it.
     impersonal_localparts: Option<Vec<Spanned<String>>>,
-    /// Absent: the built-in list; given: replaces it.
+    /// `personal_domains`: mail providers (gmail.com, …) that never become
+    /// organizations. Absent: the built-in list; a given list replaces it.
     personal_domains: Option<Vec<Spanned<String>>>,
 }
 
-/// `[defaults]`: missing keys take `Defaults::default()`.
+/// `[defaults]`: what users share unless they set their own; missing keys
+/// take `Defaults::default()` (activity on, metadata both ways).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDefaults {
+    /// `activity`: share anything at all; default true.
     activity: Option<bool>,
+    /// `inbound`: level of mail users receive; default `metadata`.
     inbound: Option<Spanned<String>>,
+    /// `outbound`: level of mail users send; default `metadata`.
     outbound: Option<Spanned<String>>,
 }
 
-/// `[[users]]`.
+/// `[[users]]`: one firm member.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUser {
+    /// `address`: required; the primary address, in an internal domain,
+    /// unique among all users' addresses and aliases.
     address: Spanned<String>,
+    /// `aliases`: other addresses of the same person (same rules); default none.
     #[serde(default)]
     aliases: Vec<Spanned<String>>,
+    /// `logins`: names seen in SMTP AUTH / IMAP LOGIN that identify this
+    /// user as owner (any of the user's addresses also works); unique across
+    /// users, never another user's address. Default none.
     #[serde(default)]
     logins: Vec<Spanned<String>>,
+    /// `status`: `active` (default) or `removed` (never captured again,
+    /// no API access; what was captured stays).
     status: Option<Spanned<String>>,
+    /// `activity`: false hides everything this user shares; default: `[defaults]`.
     activity: Option<bool>,
+    /// `inbound`: this user's level for mail received; default: `[defaults]`.
     inbound: Option<Spanned<String>>,
+    /// `outbound`: this user's level for mail sent; default: `[defaults]`.
     outbound: Option<Spanned<String>>,
+    /// `share_since`: mail dated before this instant is hidden. A TOML
+    /// offset date-time, a TOML date (midnight UTC) or an RFC 3339 string
+    /// with an offset. Default: no limit.
     share_since: Option<Spanned<toml::Value>>,
+    /// `exclude`: this user's own never-captured patterns; default none.
     #[serde(default)]
     exclude: Vec<Spanned<String>>,
+    /// `token_sha256`: hex SHA-256 of the user's API token (64 hex digits);
+    /// default: no API access. Unique across users.
     token_sha256: Option<Spanned<String>>,
+    /// `[[users.contacts]]`: per-contact settings; default none.
     #[serde(default)]
     contacts: Vec<Spanned<RawUserContact>>,
 }
 
-/// `[[users.contacts]]`.
+/// `[[users.contacts]]`: the user's standing setting for one contact, which
+/// wins over the user's inbound/outbound levels (the most restrictive when
+/// several match a message).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUserContact {
+    /// `contact`: required; a `[[contacts]]` name (any case) if one matches,
+    /// else an address (it has an `@`; `*@domain` means the domain), else a
+    /// domain (with a dot).
     contact: Spanned<String>,
+    /// `level`: required; hidden, metadata, subject or full.
     level: Spanned<String>,
 }
 
-/// `[[contacts]]`.
+/// `[[contacts]]`: a declared external person or organization.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawContact {
+    /// `name`: required, unique (case-insensitive); the contact's stable id
+    /// derives from it, so renaming makes a new contact.
     name: Spanned<String>,
+    /// `kind`: required; `organization` or `person`.
     kind: Spanned<String>,
+    /// `domains`: organizations only; each claimed by at most one
+    /// organization, never internal. Default none.
     #[serde(default)]
     domains: Vec<Spanned<String>>,
+    /// `addresses`: external addresses of this contact; default none.
     #[serde(default)]
     addresses: Vec<Spanned<String>>,
+    /// `primary_addresses`: addresses (from `addresses`) whose timeline is
+    /// this contact's even when another contact lists them too. Default none.
     #[serde(default)]
     primary_addresses: Vec<Spanned<String>>,
+    /// `organization`: persons only; the name of the organization contact
+    /// whose timeline this person's messages roll up to. Default none.
     organization: Option<Spanned<String>>,
 }
 
-/// `[[buckets]]`.
+/// `[[buckets]]`: a group of contacts, with members allowed to see or edit it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawBucket {
+    /// `name`: required, unique (case-insensitive).
     name: Spanned<String>,
+    /// `owner`: required; a user's address (primary or alias).
     owner: Spanned<String>,
+    /// `contacts`: names of `[[contacts]]`; default none.
     #[serde(default)]
     contacts: Vec<Spanned<String>>,
+    /// `members`: inline tables `{ user, role, view_conversations }`; each
+    /// user at most once. Default none.
     #[serde(default)]
     members: Vec<Spanned<RawMember>>,
 }
@@ -251,10 +312,14 @@ struct RawBucket {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawMember {
+    /// `user`: required; a user's address (primary or alias).
     user: Spanned<String>,
+    /// `role`: what the member may do to the bucket through the API:
     /// `viewer` (default), `editor`, `manager` or `owner`.
     role: Option<Spanned<String>>,
-    /// Default false: membership alone does not open conversations.
+    /// `view_conversations`: may open the bucket's contacts' timelines (in
+    /// `contacts = "buckets"` mode). Default false: membership alone opens
+    /// nothing.
     view_conversations: Option<bool>,
 }
 
