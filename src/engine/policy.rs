@@ -215,7 +215,7 @@ impl User {
 /// A contact declared in the policy file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PolicyContact {
-    /// Stable id (see `engine::contact_id`).
+    /// Stable id, from the name (see `engine::policy_contact_id`).
     pub id: String,
     pub name: String,
     pub kind: ContactKind,
