@@ -37,6 +37,7 @@ pub fn merge(
     _copy: OwnerCopy,
     _contacts: &[String],
     _now: i64,
+    _content_available: bool,
 ) -> Record {
     existing.expect("stub")
 }
