@@ -541,7 +541,7 @@ fn unknown_schema_version_is_refused() {
             found, supported, ..
         } => {
             assert_eq!(found, "99");
-            assert_eq!(*supported, mailshare::store::keys::SCHEMA_VERSION);
+            assert_eq!(*supported, mailshare::store::SCHEMA_VERSION);
         }
         other => panic!("expected Schema, got {other:?}"),
     }

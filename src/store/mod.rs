@@ -25,10 +25,11 @@
 
 mod blobs;
 mod commit;
-pub mod keys;
+mod keys;
 mod sled;
 
 pub use self::blobs::{is_sha256_hex, sha256_hex};
+pub use self::keys::SCHEMA_VERSION;
 pub use self::sled::SledStore;
 
 use crate::engine::policy::ContactKind;
