@@ -91,7 +91,8 @@ pub fn ingest_files(
             direction,
             envelope_recipients: &envelope,
             now: unix_now(),
-            max_capture_bytes: loaded.config.limits.max_capture_bytes,
+            max_capture_bytes: usize::try_from(loaded.config.limits.max_capture_bytes)
+                .unwrap_or(usize::MAX),
         };
         match ingest::ingest(&store, &loaded.policy, &raw, &req) {
             Ok(outcome) => println!("{}: {outcome}", file.display()),

@@ -1,0 +1,647 @@
+//! The sled store against a real temp directory: dedup, restriction and blob
+//! release, content-addressed attachments, timelines and cursors, threads,
+//! tombstones, reopening, the LOCK file, the schema check and group commit.
+//! Every test ends with the store's own consistency check.
+
+mod common;
+
+use common::*;
+use mailshare::engine::{self, ContactState, Direction, Grant, Level};
+use mailshare::store::{
+    sha256_hex, CaptureInput, Cursor, SledStore, Store, StoreError, StoreOptions,
+};
+use std::path::Path;
+use std::sync::Arc;
+
+fn open(dir: &Path) -> SledStore {
+    SledStore::open(dir, options()).expect("store opens")
+}
+
+fn assert_consistent(store: &SledStore) {
+    let problems = store.check_consistency().unwrap();
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+const OUT: Direction = Direction::Outbound;
+const IN: Direction = Direction::Inbound;
+
+#[test]
+fn same_message_id_makes_one_record_with_owners_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new(
+        "m1@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "Hello",
+    );
+    let c = m.content();
+    let first = store
+        .capture(&p, m.input(&c, copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    assert!(first.new_record);
+    assert_eq!(first.stored, Level::Full);
+    assert_eq!(first.contacts_created, 2, "carol and client.example");
+    let second = store
+        .capture(&p, m.input(&c, copy(BOB, IN, Level::Subject)))
+        .unwrap();
+    assert!(!second.new_record);
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.contacts_created, 0);
+
+    let r = store.message(&first.id).unwrap().unwrap();
+    let owners: Vec<&str> = r.owners.iter().map(|o| o.user.as_str()).collect();
+    assert_eq!(owners, [ALICE, BOB]);
+    assert_eq!(r.subject.as_deref(), Some("Hello"));
+    let text = r.content.as_ref().unwrap().text.as_ref().unwrap();
+    assert_eq!(
+        store.blob(&text.sha256).unwrap().unwrap(),
+        m.text.as_bytes()
+    );
+    let s = store.stats().unwrap();
+    assert_eq!((s.messages, s.contacts, s.blobs), (1, 2, 1));
+    assert!(s.bytes_on_disk > 0);
+    assert_consistent(&store);
+}
+
+#[test]
+fn later_restriction_drops_fields_and_deletes_unreferenced_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new(
+        "m2@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "Plans",
+    )
+    .attach("plan.pdf", b"%PDF only in this message".to_vec());
+    let c = m.content();
+    store
+        .capture(&p, m.input(&c, copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    assert_eq!(blob_files(dir.path()).len(), 2, "text and attachment");
+
+    // Bob's copy arrives with an explicit restriction to metadata.
+    let out = store
+        .capture(&p, m.input(&c, override_copy(BOB, IN, Level::Metadata)))
+        .unwrap();
+    assert_eq!(out.ceiling, Level::Metadata);
+    assert_eq!(out.stored, Level::Metadata);
+    let r = store.message(&m.id()).unwrap().unwrap();
+    assert_eq!(r.subject, None);
+    assert_eq!(r.content, None);
+    assert_eq!(r.attachment_count, 1, "metadata stays");
+    assert!(blob_files(dir.path()).is_empty(), "blob files deleted");
+    assert_eq!(store.stats().unwrap().blobs, 0);
+    assert_consistent(&store);
+}
+
+#[test]
+fn owner_override_lowers_then_raising_shows_only_what_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new(
+        "m3@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "Fees",
+    );
+    let c = m.content();
+    store
+        .capture(&p, m.input(&c, copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    let r = store.set_override(&p, &m.id(), ALICE, Level::Subject).unwrap();
+    assert_eq!((r.ceiling(), r.stored), (Level::Subject, Level::Subject));
+    assert_eq!(r.subject.as_deref(), Some("Fees"));
+    assert!(r.content.is_none());
+    assert!(blob_files(dir.path()).is_empty());
+
+    let r = store.set_override(&p, &m.id(), ALICE, Level::Full).unwrap();
+    assert_eq!(r.ceiling(), Level::Full);
+    assert_eq!(r.stored, Level::Subject, "nothing comes back by itself");
+    assert!(r.content.is_none());
+
+    // A later capture with content fills the rest.
+    let out = store
+        .capture(&p, m.input(&c, override_copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    assert_eq!(out.stored, Level::Full);
+    assert_eq!(blob_files(dir.path()).len(), 1);
+
+    assert!(matches!(
+        store.set_override(&p, &m.id(), "mallory@acme.example", Level::Hidden),
+        Err(StoreError::NotOwner { .. })
+    ));
+    assert!(matches!(
+        store.set_override(&p, "nope", ALICE, Level::Hidden),
+        Err(StoreError::NoSuchMessage { .. })
+    ));
+    assert_consistent(&store);
+}
+
+#[test]
+fn identical_attachments_are_stored_once_and_released_by_refcount() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let logo = vec![7u8; 300_000];
+    let a = Mail::new(
+        "a@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "One",
+    )
+    .attach("logo.png", logo.clone());
+    let b = Mail::new("b@acme.example", 1_700_000_100, "dave@other.example", "Two")
+        .attach("logo-copy.png", logo.clone());
+    let (ca, cb) = (a.content(), b.content());
+    store
+        .capture(&p, a.input(&ca, copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    store
+        .capture(&p, b.input(&cb, copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    let logo_sha = sha256_hex(&logo);
+    let files = blob_files(dir.path());
+    assert_eq!(files.len(), 3, "two texts, one logo: {files:?}");
+    assert_eq!(files.iter().filter(|f| **f == logo_sha).count(), 1);
+    let s = store.stats().unwrap();
+    assert_eq!(s.blobs, 3);
+    assert!(s.blob_bytes >= logo.len() as u64 && s.blob_bytes < 2 * logo.len() as u64);
+
+    store.set_override(&p, &a.id(), ALICE, Level::Metadata).unwrap();
+    assert!(
+        blob_files(dir.path()).contains(&logo_sha),
+        "b still uses it"
+    );
+    store.set_override(&p, &b.id(), ALICE, Level::Subject).unwrap();
+    assert!(blob_files(dir.path()).is_empty());
+    assert_consistent(&store);
+}
+
+#[test]
+fn timeline_is_newest_first_with_cursor_pagination() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    // 25 messages, some sharing a date, captured out of order.
+    let mut mails: Vec<Mail> = (0..25)
+        .map(|i| {
+            let date = 1_700_000_000 + (i / 2) * 60;
+            Mail::new(
+                &format!("t{i}@acme.example"),
+                date,
+                "carol@client.example",
+                "x",
+            )
+        })
+        .collect();
+    mails.reverse();
+    mails.swap(3, 17);
+    for m in &mails {
+        store
+            .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Subject)))
+            .unwrap();
+    }
+    let carol = engine::person_contact_id("carol@client.example");
+    let mut seen = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    let mut pages = 0;
+    loop {
+        let (page, next) = store.timeline(&carol, cursor.as_ref(), 10).unwrap();
+        pages += 1;
+        seen.extend(page.into_iter().map(|r| (r.date, r.id)));
+        match next {
+            // Through its string form, as the API will.
+            Some(c) => cursor = Some(Cursor::decode(&c.encode()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(seen.len(), 25);
+    let mut expected = seen.clone();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    assert_eq!(seen, expected, "newest first, ties by id, no repeats");
+    expected.dedup();
+    assert_eq!(expected.len(), 25);
+
+    // The organization's timeline has them too; an unknown contact has none.
+    let org = engine::org_contact_id("client.example");
+    assert_eq!(store.timeline(&org, None, 100).unwrap().0.len(), 25);
+    assert!(store.timeline("nobody", None, 10).unwrap().0.is_empty());
+    assert!(store.timeline(&carol, None, 0).unwrap().0.is_empty());
+
+    for garbage in [
+        "",
+        "zzz",
+        "not a cursor",
+        "0000000000000000",
+        "../x",
+        "0000000000000000ABC",
+    ] {
+        assert!(matches!(
+            Cursor::decode(garbage),
+            Err(StoreError::BadCursor)
+        ));
+    }
+    assert_consistent(&store);
+}
+
+#[test]
+fn hidden_records_keep_owners_but_are_in_no_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new("h@acme.example", 1_700_000_000, "carol@client.example", "x");
+    let c = m.content();
+    let out = store
+        .capture(&p, m.input(&c, copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    let r = store.set_override(&p, &out.id, ALICE, Level::Hidden).unwrap();
+    assert_eq!(r.stored, Level::Hidden);
+    assert_eq!(r.owners.len(), 1);
+    assert!(r.contacts.is_empty() && r.to.is_empty());
+    let carol = engine::person_contact_id("carol@client.example");
+    assert!(store.timeline(&carol, None, 10).unwrap().0.is_empty());
+    assert!(store.thread(&r.thread_id).unwrap().is_empty());
+    assert!(blob_files(dir.path()).is_empty());
+    assert_consistent(&store);
+}
+
+#[test]
+fn thread_lists_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let root = Mail::new(
+        "root@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "Q",
+    );
+    let r1 = Mail::new(
+        "r1@client.example",
+        1_700_000_500,
+        "carol@client.example",
+        "Re: Q",
+    )
+    .reply_to(&root.facts);
+    let r2 = Mail::new(
+        "r2@acme.example",
+        1_700_000_900,
+        "carol@client.example",
+        "Re: Q",
+    )
+    .reply_to(&r1.facts);
+    let other = Mail::new(
+        "other@acme.example",
+        1_700_000_100,
+        "carol@client.example",
+        "Z",
+    );
+    for m in [&r2, &other, &root, &r1] {
+        store
+            .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Metadata)))
+            .unwrap();
+    }
+    let tid = engine::thread_id(&root.facts);
+    let ids: Vec<String> = store
+        .thread(&tid)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, [root.id(), r1.id(), r2.id()]);
+    assert!(store.thread("no-such-thread").unwrap().is_empty());
+    assert_consistent(&store);
+}
+
+#[test]
+fn deleted_contact_is_tombstoned_and_never_recreated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new("d1@acme.example", 1_700_000_000, "erin@client.example", "x");
+    store
+        .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Subject)))
+        .unwrap();
+    let erin = engine::person_contact_id("erin@client.example");
+    let c = store.contact(&erin).unwrap().unwrap();
+    assert_eq!(c.addresses, ["erin@client.example"]);
+    assert_eq!(
+        c.organization_id.as_deref(),
+        Some(engine::org_contact_id("client.example").as_str())
+    );
+    assert_eq!(
+        store.contact_for_address("Erin@Client.example").unwrap(),
+        Some(c.clone())
+    );
+    assert_eq!(
+        store
+            .contact_for_address("someone-else@client.example")
+            .unwrap()
+            .map(|c| c.kind.as_str()),
+        Some("organization")
+    );
+    let json = serde_json::to_value(&c).unwrap();
+    assert_eq!(json["kind"], "person");
+
+    assert!(store.delete_contact(&erin).unwrap());
+    assert!(!store.delete_contact(&erin).unwrap(), "already tombstoned");
+    assert_eq!(
+        store.contact_state(&erin).unwrap(),
+        ContactState::Tombstoned
+    );
+    assert!(store.contact(&erin).unwrap().is_none());
+    assert!(store
+        .contacts(None, 100)
+        .unwrap()
+        .iter()
+        .all(|c| c.id != erin));
+    assert!(store.timeline(&erin, None, 10).unwrap().0.is_empty());
+    assert_eq!(
+        store
+            .contact_for_address("erin@client.example")
+            .unwrap()
+            .map(|c| c.kind.as_str()),
+        Some("organization"),
+        "the address falls back to its organization"
+    );
+
+    let again = Mail::new("d2@acme.example", 1_700_000_100, "erin@client.example", "y");
+    let out = store
+        .capture(
+            &p,
+            again.input(&again.content(), copy(ALICE, OUT, Level::Subject)),
+        )
+        .unwrap();
+    assert_eq!(out.contacts_created, 0);
+    assert_eq!(
+        store.contact_state(&erin).unwrap(),
+        ContactState::Tombstoned
+    );
+    assert!(store.timeline(&erin, None, 10).unwrap().0.is_empty());
+
+    // Any id can be tombstoned, e.g. a policy contact's.
+    let policy_id = engine::policy_contact_id("Client A Ltd");
+    assert_eq!(
+        store.contact_state(&policy_id).unwrap(),
+        ContactState::Absent
+    );
+    assert!(store.delete_contact(&policy_id).unwrap());
+    assert_eq!(
+        store.contact_state(&policy_id).unwrap(),
+        ContactState::Tombstoned
+    );
+    assert_eq!(
+        store.stats().unwrap().contacts,
+        1,
+        "only the organization is left"
+    );
+    assert_consistent(&store);
+}
+
+#[test]
+fn contacts_list_in_id_order_after_a_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    for i in 0..7 {
+        let m = Mail::new(
+            &format!("c{i}@acme.example"),
+            1_700_000_000,
+            &format!("p{i}@gmail.com"),
+            "x",
+        );
+        store
+            .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Metadata)))
+            .unwrap();
+    }
+    let all = store.contacts(None, 100).unwrap();
+    assert_eq!(all.len(), 7, "personal domain: no organizations");
+    let first = store.contacts(None, 3).unwrap();
+    let rest = store.contacts(Some(&first[2].id), 100).unwrap();
+    let ids: Vec<_> = first.iter().chain(&rest).map(|c| c.id.clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted);
+    assert_eq!(ids.len(), 7);
+}
+
+#[test]
+fn grants_are_stored_per_viewer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new("g@acme.example", 1_700_000_000, "carol@client.example", "x");
+    store
+        .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Subject)))
+        .unwrap();
+    let g = |level| Grant {
+        viewer: BOB.into(),
+        level,
+        by: ALICE.into(),
+    };
+    store.add_grant(&m.id(), g(Level::Metadata)).unwrap();
+    let r = store.add_grant(&m.id(), g(Level::Subject)).unwrap();
+    assert_eq!(r.grants, [g(Level::Subject)]);
+    assert_eq!(store.message(&m.id()).unwrap().unwrap().grants.len(), 1);
+}
+
+#[test]
+fn blob_names_are_never_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for bad in ["../LOCK", "..", "", "/etc/passwd", &"A".repeat(64)] {
+        assert!(store.blob(bad).unwrap().is_none(), "{bad}");
+    }
+    assert!(store.message("").unwrap().is_none());
+    assert!(store.message("a\0b").unwrap().is_none());
+}
+
+#[test]
+fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy();
+    let m = Mail::new(
+        "keep@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "Keep",
+    )
+    .attach("a.txt", b"attachment".to_vec());
+    let stats = {
+        let store = open(dir.path());
+        store
+            .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Full)))
+            .unwrap();
+        let s = store.stats().unwrap();
+        store.close().unwrap();
+        s
+    };
+    let store = open(dir.path());
+    let r = store.message(&m.id()).unwrap().unwrap();
+    assert_eq!(r.subject.as_deref(), Some("Keep"));
+    let att = &r.content.as_ref().unwrap().attachments[0];
+    assert_eq!(
+        store.blob(&att.blob.sha256).unwrap().unwrap(),
+        b"attachment"
+    );
+    let carol = engine::person_contact_id("carol@client.example");
+    assert_eq!(store.timeline(&carol, None, 10).unwrap().0, [r]);
+    let again = store.stats().unwrap();
+    assert_eq!(
+        (
+            again.messages,
+            again.contacts,
+            again.blobs,
+            again.blob_bytes
+        ),
+        (
+            stats.messages,
+            stats.contacts,
+            stats.blobs,
+            stats.blob_bytes
+        )
+    );
+    assert_consistent(&store);
+}
+
+#[test]
+fn a_second_open_is_refused_with_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let err = SledStore::open(dir.path(), options()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    let line = err.to_string();
+    assert!(
+        line.contains("in use by another mailshare process"),
+        "{line}"
+    );
+    assert!(line.contains("mailshare serve"), "{line}");
+    drop(store);
+    open(dir.path());
+}
+
+#[test]
+fn unknown_schema_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    {
+        let db = sled::open(dir.path().join("db")).unwrap();
+        db.insert("meta:schema", "99").unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::open(dir.path(), options()).unwrap_err();
+    match &err {
+        StoreError::Schema {
+            found, supported, ..
+        } => {
+            assert_eq!(found, "99");
+            assert_eq!(*supported, mailshare::store::SCHEMA_VERSION);
+        }
+        other => panic!("expected Schema, got {other:?}"),
+    }
+    assert!(err.to_string().contains("unsupported schema version"));
+}
+
+#[test]
+fn leftover_files_are_swept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path()));
+    let orphan = sha256_hex(b"orphan");
+    let shard = dir.path().join("blobs").join(&orphan[..2]);
+    std::fs::write(shard.join(&orphan), b"orphan").unwrap();
+    std::fs::write(shard.join(".tmp.1.2"), b"half").unwrap();
+    let store = open(dir.path());
+    assert!(blob_files(dir.path()).is_empty());
+    assert_consistent(&store);
+}
+
+#[test]
+fn concurrent_captures_share_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let p = Arc::new(policy());
+    let threads = 8;
+    let per_thread = 40;
+    let shared = vec![3u8; 10_000];
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (store, p, shared) = (store.clone(), p.clone(), shared.clone());
+            std::thread::spawn(move || {
+                for i in 0..per_thread {
+                    let m = Mail::new(
+                        &format!("gc{t}-{i}@acme.example"),
+                        1_700_000_000 + i,
+                        &format!("client{t}@client{i}.example"),
+                        "load",
+                    )
+                    .attach("shared.bin", shared.clone());
+                    let c = m.content();
+                    store
+                        .capture(&p, m.input(&c, copy(ALICE, OUT, Level::Full)))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = store.stats().unwrap();
+    let captures = (threads * per_thread) as u64;
+    assert_eq!(s.messages, captures);
+    assert!(s.commits >= captures);
+    eprintln!("{captures} captures, {} flushes", s.flushes);
+    assert!(
+        s.flushes * 2 < captures,
+        "{} flushes for {captures} captures: group commit is not grouping",
+        s.flushes
+    );
+    assert_consistent(&store);
+}
+
+#[test]
+fn capture_without_content_stores_below_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new(
+        "hdr@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "Headers",
+    );
+    let out = store
+        .capture(
+            &p,
+            CaptureInput {
+                facts: &m.facts,
+                copy: copy(ALICE, IN, Level::Full),
+                content: None,
+                now: 0,
+            },
+        )
+        .unwrap();
+    assert_eq!((out.ceiling, out.stored), (Level::Full, Level::Subject));
+    assert!(blob_files(dir.path()).is_empty());
+    // The full fetch later fills the content in.
+    let c = m.content();
+    let out = store
+        .capture(&p, m.input(&c, copy(ALICE, IN, Level::Full)))
+        .unwrap();
+    assert_eq!(out.stored, Level::Full);
+    assert_eq!(blob_files(dir.path()).len(), 1);
+    assert_consistent(&store);
+}
+
+#[test]
+fn default_options_are_documented_values() {
+    let o = StoreOptions::default();
+    assert_eq!(o.cache_capacity_bytes, 64 * 1024 * 1024);
+    assert!(o.max_batch_delay <= std::time::Duration::from_millis(2));
+}
