@@ -98,8 +98,17 @@ pub fn parse(raw: &[u8]) -> Result<ParsedMail<'_>, ParseError> {
     if raw.is_empty() {
         return Err(ParseError::NotAMessage);
     }
-    let message =
-        guarded(|| MessageParser::default().parse(raw))?.ok_or(ParseError::NotAMessage)?;
+    let message = guarded(|| {
+        if ends_inside_headers(raw) {
+            let copy = with_final_line_break(raw);
+            MessageParser::default()
+                .parse(&copy)
+                .map(Message::into_owned)
+        } else {
+            MessageParser::default().parse(raw)
+        }
+    })?
+    .ok_or(ParseError::NotAMessage)?;
     if root_headers(&message).is_empty() {
         return Err(ParseError::NotAMessage);
     }
@@ -126,8 +135,15 @@ pub fn parse_headers(
         return Err(ParseError::NotAMessage);
     }
     guarded(|| {
+        let copy;
+        let input = if ends_inside_headers(raw) {
+            copy = with_final_line_break(raw);
+            &copy[..]
+        } else {
+            raw
+        };
         let message = MessageParser::default()
-            .parse_headers(raw)
+            .parse_headers(input)
             .ok_or(ParseError::NotAMessage)?;
         let headers = root_headers(&message);
         if headers.is_empty() {
@@ -195,6 +211,22 @@ impl<'a> ParsedMail<'a> {
             attachments,
         }
     }
+}
+
+/// True when `raw` is all header block and its last line has no line break.
+/// mail-parser drops the value of a header that runs into the end of the
+/// input, so such input (a head cut mid-line, a header-only message without a
+/// final CRLF) is parsed from a copy with CRLF appended. It has no body, so
+/// the copy costs no more than the header block.
+fn ends_inside_headers(raw: &[u8]) -> bool {
+    !raw.ends_with(b"\n") && body_start(raw) == raw.len()
+}
+
+fn with_final_line_break(raw: &[u8]) -> Vec<u8> {
+    let mut copy = Vec::with_capacity(raw.len() + 2);
+    copy.extend_from_slice(raw);
+    copy.extend_from_slice(b"\r\n");
+    copy
 }
 
 /// Run `f`, turning a panic into [`ParseError::ParserPanicked`].
@@ -429,9 +461,10 @@ fn derived_message_id(headers: &[Header<'_>], raw: &[u8]) -> String {
         h.update(name.as_str().as_bytes());
         match first(headers, &name) {
             Some(hdr) => {
-                let value = raw
-                    .get(hdr.offset_start as usize..hdr.offset_end as usize)
-                    .unwrap_or_default();
+                // Clamped: offsets may count a line break appended by
+                // `with_final_line_break`.
+                let end = (hdr.offset_end as usize).min(raw.len());
+                let value = raw.get(hdr.offset_start as usize..end).unwrap_or_default();
                 let value = normalize_header_value(value);
                 h.update([1u8]);
                 h.update((value.len() as u64).to_le_bytes());
