@@ -12,13 +12,15 @@
 //! - bodies and attachments with a `base64` or `quoted-printable`
 //!   Content-Transfer-Encoding (decoded into the parser's own buffers: budget
 //!   about 0.75× the encoded size on top of `raw`);
-//! - text parts in a charset other than UTF-8 (converted to UTF-8), and 8-bit
-//!   text that is not valid UTF-8 (lossily converted);
+//! - text parts that declare a charset other than UTF-8 (converted to UTF-8;
+//!   mail-parser does this even for `us-ascii`), and text that is not valid
+//!   UTF-8 (lossily converted);
 //! - header values with RFC 2047 encoded words, folded lines or comments.
 //!
 //! [`ParsedMail::content`] hands out `&str` / `&[u8]` into those parser-held
 //! buffers (never `body_text()`, which renders HTML into a new `String`), so a
-//! plain 8-bit or 7-bit text body reaches the store without a single copy.
+//! UTF-8 (or charset-less) text or HTML body without transfer encoding reaches
+//! the store without a single copy.
 //! [`MessageFacts`] is small and owned: addresses, ids and the subject are
 //! copied out because they outlive the message.
 //!
@@ -42,8 +44,25 @@
 //! - `X-Mailshare-Share`: the lowest valid level over all occurrences (privacy
 //!   wins when a message carries contradictory headers); invalid values are
 //!   ignored.
-//! - A message without a usable Message-ID gets a derived one, see
-//!   [`derived_message_id`].
+//! - A message without a usable Message-ID gets a derived one (below).
+//!
+//! # Derived Message-IDs
+//!
+//! `<64 hex>@mailshare.invalid` (stored without brackets, like every id),
+//! `message_id_derived = true`. The hex is the SHA-256 of
+//!
+//! - the first From, To, Cc, Date and Subject header values, raw (before
+//!   RFC 2047 decoding), unfolded with whitespace runs collapsed, each
+//!   length-prefixed and marked absent when missing;
+//! - the body: the bytes after the first empty line, with CR bytes dropped and
+//!   trailing line breaks trimmed.
+//!
+//! Trace headers that relays prepend (Received, Return-Path, DKIM-Signature,
+//! …) and CRLF/LF conversion by a mail store do not change it, so the same
+//! message seen via SMTP and later via IMAP gets the same id; any change to
+//! the body or to those five headers gives a different one. (An upstream that
+//! *adds* a Message-ID to submitted mail that had none defeats this: the IMAP
+//! copy then carries the upstream's id.)
 
 use crate::engine::{AttachmentContent, Content, Level, Mailbox, MessageFacts};
 use mail_parser::{
@@ -87,8 +106,10 @@ impl fmt::Debug for ParsedMail<'_> {
 
 /// Parse a whole message (headers, MIME structure, decoded parts).
 ///
-/// Zero-copy: the result borrows `raw`. Cost is linear in `raw.len()`; decoded
-/// parts are owned (see the module docs).
+/// Zero-copy: the result borrows `raw`. Cost is linear in `raw.len()`
+/// (0.7–0.9 GiB/s per core measured on attachment-heavy mail); decoded parts
+/// are owned (see the module docs). It is CPU-bound: async callers run it off
+/// the I/O task (`spawn_blocking`).
 ///
 /// # Errors
 ///
@@ -435,19 +456,7 @@ fn is_automated(headers: &[Header<'_>]) -> bool {
     auto_submitted || precedence || list
 }
 
-/// The Message-ID given to a message that has none: `<64 hex>@mailshare.invalid`
-/// (without brackets), the SHA-256 of
-///
-/// - the first From, To, Cc, Date and Subject header values, raw (before
-///   RFC 2047 decoding), unfolded with whitespace runs collapsed, each
-///   length-prefixed and marked absent when missing;
-/// - the body: the bytes after the first empty line, with CR bytes dropped and
-///   trailing line breaks trimmed.
-///
-/// Trace headers that relays prepend (Received, Return-Path, DKIM-Signature,
-/// …) and CRLF/LF conversion by a mail store do not change it, so the same
-/// message seen via SMTP and later via IMAP gets the same id; any change to
-/// the body or to those five headers gives a different one.
+/// See "Derived Message-IDs" in the module docs.
 fn derived_message_id(headers: &[Header<'_>], raw: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(b"mailshare-derived-message-id-v1\0");
@@ -543,6 +552,13 @@ mod tests {
         assert_eq!(html, "<p>html</p>");
         assert!(raw.as_ptr_range().contains(&text.as_ptr()));
         assert!(raw.as_ptr_range().contains(&html.as_ptr()));
+    }
+
+    #[test]
+    fn parsed_mail_can_cross_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<ParsedMail<'static>>();
+        send_sync::<Content<'static>>();
     }
 
     #[test]

@@ -269,6 +269,46 @@ fn every_fixture_parses_both_ways() {
     assert!(n >= 9);
 }
 
+#[test]
+fn html_only_and_text_only_bodies_are_not_converted() {
+    let raw =
+        b"From: a@x.example\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>only html</p>\r\n";
+    let mail = parse(raw).unwrap();
+    let c = mail.content();
+    assert_eq!((c.text, c.html), (None, Some("<p>only html</p>\r\n")));
+    assert!(c.attachments.is_empty());
+
+    let raw = b"From: a@x.example\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nonly text\r\n--b--\r\n";
+    let mail = parse(raw).unwrap();
+    let c = mail.content();
+    assert_eq!((c.text, c.html), (Some("only text"), None));
+}
+
+#[test]
+fn attachment_types_are_normalised() {
+    let raw = b"From: a@x.example\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nbody\r\n--b\r\nContent-Type: Application/X-Thing; name=\"a.bin\"\r\n\r\n1\r\n--b\r\nContent-Type: bogus\r\nContent-Disposition: attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.txt\r\n\r\n2\r\n--b\r\nContent-Type: text/pl@in\xff\r\nContent-Disposition: attachment\r\n\r\n3\r\n--b--\r\n";
+    let mail = parse(raw).unwrap();
+    let c = mail.content();
+    assert_eq!(c.text, Some("body"));
+    let a: Vec<_> = c
+        .attachments
+        .iter()
+        .map(|a| (a.name, a.content_type.as_str(), a.bytes))
+        .collect();
+    assert_eq!(
+        a,
+        [
+            (Some("a.bin"), "application/x-thing", &b"1"[..]),
+            (
+                Some("r\u{e9}sum\u{e9}.txt"),
+                "application/octet-stream",
+                &b"2"[..]
+            ),
+            (None, "application/octet-stream", &b"3"[..]),
+        ]
+    );
+}
+
 // ---------------------------------------------------------------- header rules
 
 #[test]
@@ -358,6 +398,7 @@ fn automated_rules() {
         "From: a@x.example\r\nList-Post: <mailto:l@x.example>"
     ));
     assert!(!automated("From: a@x.example"));
+    assert!(automated("From: a@x.example\r\nAuto-Submitted:"));
 }
 
 #[test]

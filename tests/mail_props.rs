@@ -21,6 +21,14 @@ fn check(raw: &[u8]) {
             assert!(!facts.message_id.is_empty());
             let content = mail.content();
             assert_eq!(content.attachments.len(), facts.attachment_count as usize);
+            for a in &content.attachments {
+                let (ty, sub) = a.content_type.split_once('/').expect("type/subtype");
+                for part in [ty, sub] {
+                    assert!(!part.is_empty() && !part.contains('/'));
+                    assert!(part.bytes().all(|b| b.is_ascii_graphic()));
+                    assert_eq!(part, part.to_ascii_lowercase());
+                }
+            }
             let mut head = head.expect("header-only parse of a message");
             assert_eq!(head.attachment_count, 0);
             head.attachment_count = facts.attachment_count;
