@@ -2,7 +2,7 @@
 //! never panic.
 
 use mailshare::engine::{Level, Mailbox, MessageFacts};
-use mailshare::mail::{parse, parse_headers, ParseError};
+use mailshare::mail::{parse, parse_headers, ParseError, MAX_PARSE_STACK};
 use std::path::Path;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -54,6 +54,10 @@ fn exercise(raw: &[u8]) -> Option<MessageFacts> {
             assert_eq!(h.size, raw.len() as u64);
             assert_eq!(h.attachment_count, 0);
             Some(facts)
+        }
+        Err(ParseError::TooDeep) => {
+            headers_only.expect("headers of a message too deep to parse");
+            None
         }
         Err(e) => {
             assert_eq!(e, ParseError::NotAMessage);
@@ -632,4 +636,85 @@ fn hundred_thousand_recipients() {
     }
     raw.extend_from_slice(b"\r\nbody\r\n");
     assert_eq!(exercise(&raw).unwrap().to.len(), n);
+}
+
+/// `depth` attached messages inside each other, without transfer encoding.
+fn nested_messages(depth: usize) -> Vec<u8> {
+    let mut raw = Vec::new();
+    for _ in 0..depth {
+        raw.extend_from_slice(b"Content-Type: message/rfc822\r\n\r\n");
+    }
+    raw.extend_from_slice(b"From: core@x.example\r\n\r\ncore\r\n");
+    raw
+}
+
+fn base64(data: &[u8]) -> Vec<u8> {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    for (i, c) in data.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        out.push(A[(n >> 18) as usize & 63]);
+        out.push(A[(n >> 12) as usize & 63]);
+        out.push(if c.len() > 1 {
+            A[(n >> 6) as usize & 63]
+        } else {
+            b'='
+        });
+        out.push(if c.len() > 2 {
+            A[n as usize & 63]
+        } else {
+            b'='
+        });
+    }
+    out
+}
+
+#[test]
+fn fifty_thousand_levels_of_attached_messages_drop_without_recursion() {
+    // mail-parser's own drop would recurse once per level and overflow.
+    let raw = nested_messages(50_000);
+    let f = exercise(&raw).unwrap();
+    assert!(f.from.is_empty());
+    assert_eq!(f.attachment_count, 1);
+}
+
+#[test]
+fn deeply_nested_encoded_attached_messages_parse_on_a_large_stack() {
+    // The parser recurses (into_owned) once per level inside an encoded
+    // attached message: about 3.8 KiB per level in debug builds, so this
+    // overflows a 2 MiB test thread unless parse() provides the stack.
+    let inner = nested_messages(4_000);
+    for (cte, body) in [
+        ("base64", base64(&inner)),
+        ("=?us-ascii?q?base64?=", base64(&inner)),
+        ("quoted-printable", inner.clone()),
+    ] {
+        let mut raw = format!(
+            "From: a@x.example\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: {cte}\r\n\r\n"
+        )
+        .into_bytes();
+        raw.extend_from_slice(&body);
+        raw.extend_from_slice(b"\r\n--b--\r\n");
+        let f = exercise(&raw).unwrap();
+        assert_eq!(f.subject.as_deref(), Some("deep"), "{cte}");
+        assert_eq!(f.attachment_count, 1);
+    }
+}
+
+#[test]
+fn risky_input_beyond_the_stack_budget_is_refused_not_crashed() {
+    let mut raw = b"From: a@x.example\r\nSubject: huge\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    let line = b"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB\r\n";
+    while raw.len() <= MAX_PARSE_STACK / 30 {
+        raw.extend_from_slice(line);
+    }
+    assert_eq!(parse(&raw).unwrap_err(), ParseError::TooDeep);
+    let f = parse_headers(&raw, &[]).unwrap();
+    assert_eq!(f.subject.as_deref(), Some("huge"));
+    assert_eq!(f.size, raw.len() as u64);
 }
