@@ -50,7 +50,11 @@ fn main() {
             let parsed = mailshare::mail::parse(black_box(&m[..])).expect("corpus parses");
             let facts = parsed.facts(&[]);
             let content = parsed.content();
-            let owner = if facts.from.iter().any(|f| f.address.ends_with("@acme.example")) {
+            let owner = if facts
+                .from
+                .iter()
+                .any(|f| f.address.ends_with("@acme.example"))
+            {
                 (facts.from[0].address.clone(), Direction::Outbound)
             } else {
                 ("alice@acme.example".to_string(), Direction::Inbound)

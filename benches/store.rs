@@ -84,8 +84,7 @@ fn run(level: &str, messages: &[Vec<u8>], threads: usize) {
                         now: 1_800_000_000,
                         max_capture_bytes: 64 << 20,
                     };
-                    if let Ok(IngestOutcome::Stored { .. }) =
-                        ingest::ingest(store, policy, m, &req)
+                    if let Ok(IngestOutcome::Stored { .. }) = ingest::ingest(store, policy, m, &req)
                     {
                         stored.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }

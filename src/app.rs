@@ -75,7 +75,10 @@ pub fn ingest_files(
         ));
     }
     let store = open_store(&loaded)?;
-    let envelope: Vec<String> = envelope.iter().map(|a| a.trim().to_ascii_lowercase()).collect();
+    let envelope: Vec<String> = envelope
+        .iter()
+        .map(|a| a.trim().to_ascii_lowercase())
+        .collect();
     let mut failures = 0usize;
     for file in files {
         let raw = match std::fs::read(file) {
@@ -104,7 +107,10 @@ pub fn ingest_files(
     }
     store.flush().context("flushing the store")?;
     if failures > 0 {
-        eprintln!("mailshare ingest: {failures} of {} file(s) failed", files.len());
+        eprintln!(
+            "mailshare ingest: {failures} of {} file(s) failed",
+            files.len()
+        );
         Ok(ExitCode::FAILURE)
     } else {
         Ok(ExitCode::SUCCESS)

@@ -113,7 +113,9 @@ fn owner_override_lowers_then_raising_shows_only_what_is_stored() {
     store
         .capture(&p, m.input(&c, copy(ALICE, OUT, Level::Full)))
         .unwrap();
-    let r = store.set_override(&p, &m.id(), ALICE, Level::Subject).unwrap();
+    let r = store
+        .set_override(&p, &m.id(), ALICE, Level::Subject)
+        .unwrap();
     assert_eq!((r.ceiling(), r.stored), (Level::Subject, Level::Subject));
     assert_eq!(r.subject.as_deref(), Some("Fees"));
     assert!(r.content.is_none());
@@ -172,12 +174,16 @@ fn identical_attachments_are_stored_once_and_released_by_refcount() {
     assert_eq!(s.blobs, 3);
     assert!(s.blob_bytes >= logo.len() as u64 && s.blob_bytes < 2 * logo.len() as u64);
 
-    store.set_override(&p, &a.id(), ALICE, Level::Metadata).unwrap();
+    store
+        .set_override(&p, &a.id(), ALICE, Level::Metadata)
+        .unwrap();
     assert!(
         blob_files(dir.path()).contains(&logo_sha),
         "b still uses it"
     );
-    store.set_override(&p, &b.id(), ALICE, Level::Subject).unwrap();
+    store
+        .set_override(&p, &b.id(), ALICE, Level::Subject)
+        .unwrap();
     assert!(blob_files(dir.path()).is_empty());
     assert_consistent(&store);
 }
@@ -260,7 +266,9 @@ fn hidden_records_keep_owners_but_are_in_no_timeline() {
     let out = store
         .capture(&p, m.input(&c, copy(ALICE, OUT, Level::Full)))
         .unwrap();
-    let r = store.set_override(&p, &out.id, ALICE, Level::Hidden).unwrap();
+    let r = store
+        .set_override(&p, &out.id, ALICE, Level::Hidden)
+        .unwrap();
     assert_eq!(r.stored, Level::Hidden);
     assert_eq!(r.owners.len(), 1);
     assert!(r.contacts.is_empty() && r.to.is_empty());

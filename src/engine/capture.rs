@@ -8,6 +8,7 @@ use super::facts::{Mailbox, MessageFacts, OwnerCopy, Reason, Record};
 use super::level::{Direction, Level};
 use super::policy::{domain_matches, ContactTarget, Policy, User, UserStatus};
 use super::{message_key, thread_id};
+use std::collections::HashSet;
 
 /// The outcome of capture rules 1–4 for one owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,13 +23,10 @@ pub enum Decision {
 
 /// The external participants of a message, for the rules that look at them.
 fn externals<'a>(policy: &Policy, participants: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut out: Vec<&str> = Vec::new();
-    for a in participants {
-        if !a.is_empty() && !policy.is_internal(a) && !out.contains(&a) {
-            out.push(a);
-        }
-    }
-    out
+    let mut seen = HashSet::new();
+    participants
+        .filter(|a| !a.is_empty() && seen.insert(*a) && !policy.is_internal(a))
+        .collect()
 }
 
 /// Rule 2: every external participant matches an org or owner exclude pattern.
@@ -202,8 +200,9 @@ pub fn decide(
 }
 
 fn union_mailboxes(into: &mut Vec<Mailbox>, more: impl IntoIterator<Item = Mailbox>) {
+    let mut seen: HashSet<String> = into.iter().map(|m| m.address.clone()).collect();
     for m in more {
-        if !into.iter().any(|x| x.address == m.address) {
+        if seen.insert(m.address.clone()) {
             into.push(m);
         }
     }

@@ -5,6 +5,7 @@ use super::facts::{domain_of, local_part_of, MessageFacts};
 use super::level::Direction;
 use super::policy::{AutoCreate, ContactKind, Policy};
 use super::{org_contact_id, person_contact_id};
+use std::collections::HashSet;
 
 /// What the store knows of an auto-created contact id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,6 +61,12 @@ pub fn is_personal_domain(policy: &Policy, domain: &str) -> bool {
     }
 }
 
+/// How many header addresses of one message are resolved to contacts: a
+/// message to thousands of recipients (a mass mailing, or abuse) links and
+/// creates contacts for the first ones only, bounding the timeline entries
+/// and contacts one message can add.
+pub const MAX_ADDRESSES_PER_MESSAGE: usize = 200;
+
 /// Resolve the message's external participants to contacts' timelines, and
 /// plan the contacts auto-creation adds (DESIGN §3 "Contacts").
 ///
@@ -85,19 +92,18 @@ pub fn plan_contacts(
         .chain(facts.sender.iter())
         .chain(facts.to.iter())
         .chain(facts.cc.iter());
-    let mut seen: Vec<&str> = Vec::new();
-    for m in visible {
+    let mut seen: HashSet<&str> = HashSet::new();
+    for m in visible.take(MAX_ADDRESSES_PER_MESSAGE) {
         let addr = m.address.as_str();
         let domain = domain_of(addr);
         if domain.is_empty()
             || local_part_of(addr).is_empty()
-            || seen.contains(&addr)
+            || !seen.insert(addr)
             || policy.is_internal(addr)
             || policy.organization.exclude.iter().any(|p| p.matches(addr))
         {
             continue;
         }
-        seen.push(addr);
         let alive = |id: &str| directory.contact_state(id) != ContactState::Tombstoned;
 
         // A contact of the policy owns the address: its timeline, rolled up
@@ -167,19 +173,21 @@ pub fn plan_contacts(
     }
     plan.link.sort();
     plan.link.dedup();
+    plan.create.sort_by(|a, b| a.id.cmp(&b.id));
+    plan.create.dedup_by(|a, b| a.id == b.id);
     plan
 }
 
 impl ContactPlan {
+    /// Deduplicated once at the end of `plan_contacts`.
     fn link(&mut self, id: &str, alive: bool) {
-        if alive && !self.link.iter().any(|l| l == id) {
+        if alive {
             self.link.push(id.to_string());
         }
     }
 
+    /// Deduplicated once at the end of `plan_contacts`.
     fn create_once(&mut self, c: NewContact) {
-        if !self.create.iter().any(|x| x.id == c.id) {
-            self.create.push(c);
-        }
+        self.create.push(c);
     }
 }

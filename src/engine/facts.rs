@@ -6,6 +6,7 @@
 
 use super::level::{Direction, Level};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 
 /// One address with its display name. `address` is trimmed and lowercased.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -74,43 +75,41 @@ pub struct MessageFacts {
 }
 
 impl MessageFacts {
-    /// Every participant address (from, sender, to, cc, bcc, envelope), deduplicated, in that order.
+    /// Every participant address (from, sender, to, cc, bcc, envelope),
+    /// deduplicated, in that order. Linear in the number of addresses.
     pub fn participants(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        let all = self
-            .from
+        let mut seen = HashSet::new();
+        self.from
             .iter()
             .chain(self.sender.iter())
             .chain(self.to.iter())
             .chain(self.cc.iter())
             .chain(self.bcc.iter())
             .map(|m| m.address.as_str())
-            .chain(self.envelope_recipients.iter().map(String::as_str));
-        for a in all {
-            if !a.is_empty() && !out.contains(&a) {
-                out.push(a);
-            }
-        }
-        out
+            .chain(self.envelope_recipients.iter().map(String::as_str))
+            .filter(|a| !a.is_empty() && seen.insert(*a))
+            .collect()
     }
 
     /// Blind recipients: the bcc header plus envelope recipients that are in
-    /// none of to/cc/bcc. Deduplicated.
+    /// none of to/cc/bcc. Deduplicated, linear.
     pub fn blind_recipients(&self) -> Vec<Mailbox> {
+        let mut seen: HashSet<&str> = self
+            .to
+            .iter()
+            .chain(self.cc.iter())
+            .map(|m| m.address.as_str())
+            .collect();
         let mut out: Vec<Mailbox> = Vec::new();
+        let mut bcc_seen = HashSet::new();
         for m in &self.bcc {
-            if !out.iter().any(|o| o.address == m.address) {
+            if bcc_seen.insert(m.address.as_str()) {
                 out.push(m.clone());
             }
         }
+        seen.extend(bcc_seen);
         for r in &self.envelope_recipients {
-            let known = self
-                .to
-                .iter()
-                .chain(self.cc.iter())
-                .chain(out.iter())
-                .any(|m| &m.address == r);
-            if !known && !r.is_empty() {
+            if !r.is_empty() && seen.insert(r.as_str()) {
                 out.push(Mailbox::new(r, None));
             }
         }

@@ -34,8 +34,7 @@ pub use self::sled::SledStore;
 
 use crate::engine::policy::ContactKind;
 use crate::engine::{
-    ContactState, Content, Grant, Level, MessageFacts,
-    NewContact, OwnerCopy, Policy, Record,
+    ContactState, Content, Grant, Level, MessageFacts, NewContact, OwnerCopy, Policy, Record,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;

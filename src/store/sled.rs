@@ -31,14 +31,14 @@ use super::blobs::{self, content_refs, is_sha256_hex, BlobDir, BlobFile};
 use super::commit::GroupCommit;
 use super::keys::{self, check_id};
 use super::{
-    BlobReader, CaptureInput, CaptureOutcome, Cursor, Store, StoreError, StoreOptions,
-    StoreStats, StoredContact, TimelinePage,
+    BlobReader, CaptureInput, CaptureOutcome, Cursor, Store, StoreError, StoreOptions, StoreStats,
+    StoredContact, TimelinePage,
 };
 use crate::engine::facts::domain_of;
 use crate::engine::policy::ContactKind;
 use crate::engine::{
-    self, ContactState, Content, Directory, Grant, Level, NewContact, OwnerCopy, Policy,
-    Record, StoredContent,
+    self, ContactState, Content, Directory, Grant, Level, NewContact, OwnerCopy, Policy, Record,
+    StoredContent,
 };
 use ::sled::{Batch, Db, IVec};
 use std::cell::RefCell;

@@ -3,11 +3,11 @@
 #![allow(dead_code)]
 
 use mailshare::engine::policy::{
-    AutoCreate, ContactKind, ContactsMode, Defaults, Organization, User, UserStatus,
+    AutoCreate, ContactsMode, Defaults, Organization, User, UserStatus,
 };
 use mailshare::engine::{
-    self, AttachmentContent, ContactPlan, ContactState, Content, Direction, Directory, Level,
-    Mailbox, MessageFacts, NewContact, OwnerCopy, Policy, Reason, Record,
+    self, AttachmentContent, Content, Direction, Level, Mailbox, MessageFacts, OwnerCopy, Policy,
+    Reason,
 };
 use mailshare::store::{CaptureInput, StoreOptions};
 use std::collections::HashSet;
