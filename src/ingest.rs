@@ -74,6 +74,20 @@ pub enum IngestError {
     Parse(#[from] mail::ParseError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The capture task died (a bug: parsing is panic-guarded).
+    #[error("capture task failed: {0}")]
+    Panicked(String),
+}
+
+impl IngestError {
+    /// A bounded label for metrics: `parse`, `store` or `internal`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            IngestError::Parse(_) => "parse",
+            IngestError::Store(_) => "store",
+            IngestError::Panicked(_) => "internal",
+        }
+    }
 }
 
 /// Capture one raw message for one owner. Durable when it returns `Ok`.

@@ -11,6 +11,10 @@
 //! | [`config`] | `mailshare.toml` and `policy.toml`: parsing, validation, diagnostics |
 //! | [`diag`] | `file:line:column: message` diagnostics shared by config checks |
 //! | [`ingest`] | the capture path shared by `mailshare ingest` and the protocol adapters |
+//! | [`gateway`] | run-time state the adapters share: store, policy in force, capture service, budget |
+//! | [`metrics`] | the Prometheus registry and the shared metrics |
+//! | [`net`] | TLS configuration and the limited accept loop |
+//! | [`shutdown`] | shutdown signal and session drain |
 //! | [`app`] | composition root: commands that load config, open the store, serve |
 //! | [`logging`] | tracing subscriber: human or JSON, level from config or `RUST_LOG` |
 //!
@@ -22,7 +26,11 @@ pub mod app;
 pub mod config;
 pub mod diag;
 pub mod engine;
+pub mod gateway;
 pub mod ingest;
 pub mod logging;
 pub mod mail;
+pub mod metrics;
+pub mod net;
+pub mod shutdown;
 pub mod store;
