@@ -1,0 +1,511 @@
+//! Real upstream mail servers for integration tests: a private Dovecot
+//! (IMAP, IMAPS, submission, submissions) relaying to Postfix's smtp-sink,
+//! each on 127.0.0.1 ports picked at start, in a temporary directory, run as
+//! child processes and stopped by PID when dropped. Nothing system-wide is
+//! touched; nothing is started that is not stopped.
+//!
+//! A missing binary is a test failure that says how to install it
+//! (`scripts/install-deps`), never a silent skip.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Test users: login, password, address. Logins match `config/policy.toml`.
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("alice", "pw-alice", "alice@acme.example"),
+    ("bob", "pw-bob", "bob@acme.example"),
+    ("carol", "pw-carol", "carol@acme.example"),
+    ("dave", "pw-dave", "dave@acme.example"),
+];
+
+/// The password of a test user.
+pub fn password(login: &str) -> &'static str {
+    USERS
+        .iter()
+        .find(|u| u.0 == login)
+        .map(|u| u.1)
+        .unwrap_or_else(|| panic!("no test user {login}"))
+}
+
+/// Fail with an install hint when a program is missing.
+pub fn require(program: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(program);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!(
+        "{program} is not installed: run scripts/install-deps (or apt-get install {package}); \
+         the integration tests need real upstream servers"
+    );
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; `start` retries on a race).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// Wait until `addr` answers with a line starting with `greeting`.
+pub fn wait_for_greeting(addr: SocketAddr, greeting: &str, deadline: Duration) -> bool {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut line = String::new();
+            if BufReader::new(s).read_line(&mut line).is_ok() && line.starts_with(greeting) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// Options for [`Upstreams::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamOptions {
+    /// Enable TLS in Dovecot (STARTTLS on imap/submission, implicit on
+    /// imaps/submissions) with the demo certificate in `config/tls/`.
+    pub tls: bool,
+}
+
+/// Running Dovecot + smtp-sink. Dropping it stops both.
+pub struct Upstreams {
+    pub dir: tempfile::TempDir,
+    pub imap: SocketAddr,
+    pub imaps: SocketAddr,
+    pub submission: SocketAddr,
+    pub submissions: SocketAddr,
+    pub sink: SocketAddr,
+    sink_dir: PathBuf,
+    dovecot: Child,
+    smtp_sink: Child,
+}
+
+/// One message as smtp-sink received it.
+#[derive(Clone, Debug)]
+pub struct SinkMessage {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    /// Header and body as the client sent them (smtp-sink writes LF line ends).
+    pub data: String,
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// (uid, gid, user name) the mail processes run as: `dovecot` under root
+/// (Dovecot refuses uid 0 for mail), else the current user.
+fn mail_identity() -> (u32, u32, String, bool) {
+    let uid = unsafe_free_uid();
+    if uid == 0 {
+        let line = fs::read_to_string("/etc/passwd")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("dovecot:"))
+            .map(str::to_string)
+            .expect("user dovecot exists (dovecot-core creates it)");
+        let f: Vec<&str> = line.split(':').collect();
+        (
+            f[2].parse().unwrap(),
+            f[3].parse().unwrap(),
+            "dovecot".into(),
+            true,
+        )
+    } else {
+        let gid = id_flag("-g");
+        let name = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
+        (uid, gid, name, false)
+    }
+}
+
+fn id_flag(flag: &str) -> u32 {
+    String::from_utf8(Command::new("id").arg(flag).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn unsafe_free_uid() -> u32 {
+    id_flag("-u")
+}
+
+fn chown_r(path: &Path, user: &str) {
+    let ok = Command::new("chown")
+        .args(["-R", &format!("{user}:")])
+        .arg(path)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(ok, "chown -R {user} {}", path.display());
+}
+
+impl Upstreams {
+    /// Plaintext upstreams (the usual test setup).
+    pub fn start() -> Upstreams {
+        Upstreams::start_with(UpstreamOptions::default())
+    }
+
+    pub fn start_with(options: UpstreamOptions) -> Upstreams {
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Upstreams::try_start(&options) {
+                Ok(u) => return u,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start the test upstreams: {last}");
+    }
+
+    fn try_start(options: &UpstreamOptions) -> Result<Upstreams, String> {
+        let dovecot_bin = require("dovecot", "dovecot-core dovecot-imapd dovecot-submissiond");
+        let sink_bin = require("smtp-sink", "postfix");
+        let dir = tempfile::Builder::new()
+            .prefix("mailshare-upstreams.")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let d = dir.path();
+        let (uid, gid, mail_user, root) = mail_identity();
+        // Dovecot's processes must reach the directory; tempdir is 0700.
+        let _ = Command::new("chmod").arg("0755").arg(d).status();
+
+        // smtp-sink: the final hop, dumping each transaction to a file.
+        let sink_port = free_port();
+        let sink_dir = d.join("sink");
+        fs::create_dir_all(&sink_dir).map_err(|e| e.to_string())?;
+        let mut sink_cmd = Command::new(&sink_bin);
+        if root {
+            chown_r(&sink_dir, "nobody");
+            sink_cmd.args(["-u", "nobody"]);
+        }
+        let smtp_sink = sink_cmd
+            .arg("-d")
+            .arg(format!("{}/%Y%m%d%H%M%S.", sink_dir.display()))
+            .arg(format!("127.0.0.1:{sink_port}"))
+            .arg("64")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("smtp-sink: {e}"))?;
+        let sink: SocketAddr = ([127, 0, 0, 1], sink_port).into();
+
+        // Dovecot.
+        let ports = [free_port(), free_port(), free_port(), free_port()];
+        let passwd = d.join("passwd");
+        let mut pw = String::new();
+        for (login, pass, _) in USERS {
+            pw.push_str(&format!(
+                "{login}:{{PLAIN}}{pass}:{uid}:{gid}::{}::\n",
+                d.join("home").join(login).display()
+            ));
+        }
+        fs::write(&passwd, pw).map_err(|e| e.to_string())?;
+        for sub in ["home", "run", "state"] {
+            fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;
+        }
+        if root {
+            chown_r(&d.join("home"), &mail_user);
+        }
+        let (internal, login_user) = if root {
+            ("dovecot".to_string(), "dovenull".to_string())
+        } else {
+            (mail_user.clone(), mail_user.clone())
+        };
+        let tls = if options.tls {
+            let cert = repo().join("config/tls/cert.pem");
+            let key = repo().join("config/tls/key.pem");
+            let dh = if Path::new("/usr/share/dovecot/dh.pem").exists() {
+                "ssl_dh = </usr/share/dovecot/dh.pem\n".to_string()
+            } else {
+                String::new()
+            };
+            format!(
+                "ssl = yes\nssl_cert = <{}\nssl_key = <{}\nssl_min_protocol = TLSv1.2\n{dh}",
+                cert.display(),
+                key.display()
+            )
+        } else {
+            "ssl = no\n".to_string()
+        };
+        let conf = format!(
+            r#"# Written by tests/support/upstreams.rs for one test run.
+instance_name = mailshare-test-{instance}
+base_dir = {base}
+state_dir = {state}
+listen = 127.0.0.1
+protocols = imap submission
+log_path = {log}
+info_log_path = {log}
+default_internal_user = {internal}
+default_login_user = {login_user}
+first_valid_uid = 1
+first_valid_gid = 1
+hostname = mail.acme.example
+auth_mechanisms = plain login
+disable_plaintext_auth = no
+mail_location = maildir:~/Maildir
+{tls}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%n {passwd}
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%n {passwd}
+}}
+namespace inbox {{
+  inbox = yes
+  separator = /
+  mailbox Drafts {{
+    special_use = \Drafts
+    auto = create
+  }}
+  mailbox Sent {{
+    special_use = \Sent
+    auto = create
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps}
+    ssl = yes
+  }}
+}}
+service submission-login {{
+  inet_listener submission {{
+    address = 127.0.0.1
+    port = {submission}
+  }}
+  inet_listener submissions {{
+    address = 127.0.0.1
+    port = {submissions}
+    ssl = yes
+  }}
+}}
+submission_relay_host = 127.0.0.1
+submission_relay_port = {sink_port}
+submission_relay_trusted = yes
+submission_max_mail_size = 100M
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+service submission-login {{
+  chroot =
+}}
+"#,
+            instance = std::process::id() ^ u32::from(ports[0]),
+            base = d.join("run").display(),
+            state = d.join("state").display(),
+            log = d.join("dovecot.log").display(),
+            passwd = passwd.display(),
+            imap = ports[0],
+            imaps = if options.tls { ports[1] } else { 0 },
+            submission = ports[2],
+            submissions = if options.tls { ports[3] } else { 0 },
+        );
+        let conf_path = d.join("dovecot.conf");
+        fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let dovecot = Command::new(&dovecot_bin)
+            .arg("-F")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("dovecot: {e}"))?;
+        let addr = |p: u16| -> SocketAddr { ([127, 0, 0, 1], p).into() };
+        let mut up = Upstreams {
+            imap: addr(ports[0]),
+            imaps: addr(ports[1]),
+            submission: addr(ports[2]),
+            submissions: addr(ports[3]),
+            sink,
+            sink_dir,
+            dovecot,
+            smtp_sink,
+            dir,
+        };
+        let ready = wait_for_greeting(up.imap, "* OK", Duration::from_secs(15))
+            && wait_for_greeting(up.submission, "220", Duration::from_secs(15))
+            && wait_for_greeting(up.sink, "220", Duration::from_secs(15));
+        if !ready {
+            let mut err = String::new();
+            if let Some(mut e) = up.dovecot.stderr.take() {
+                if up.dovecot.try_wait().ok().flatten().is_some() {
+                    let _ = e.read_to_string(&mut err);
+                }
+            }
+            return Err(format!(
+                "upstreams did not come up: dovecot stderr: {err}; log: {}",
+                up.log()
+            ));
+        }
+        Ok(up)
+    }
+
+    /// Dovecot's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("dovecot.log")).unwrap_or_default()
+    }
+
+    /// A user's Maildir (cur/new/tmp inside).
+    pub fn maildir(&self, login: &str) -> PathBuf {
+        self.dir.path().join("home").join(login).join("Maildir")
+    }
+
+    /// Every transaction smtp-sink has dumped so far, oldest first.
+    pub fn sink_messages(&self) -> Vec<SinkMessage> {
+        let mut files: Vec<PathBuf> = fs::read_dir(&self.sink_dir)
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().filter_map(|f| parse_sink_dump(f)).collect()
+    }
+
+    /// Wait until smtp-sink holds at least `n` messages.
+    pub fn wait_for_sink(&self, n: usize, deadline: Duration) -> Vec<SinkMessage> {
+        let end = Instant::now() + deadline;
+        loop {
+            let m = self.sink_messages();
+            if m.len() >= n || Instant::now() > end {
+                return m;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+/// Parse smtp-sink's dump: its X-* records, its Received header, then the data.
+fn parse_sink_dump(path: &Path) -> Option<SinkMessage> {
+    let text = fs::read_to_string(path).ok()?;
+    let mut mail_from = String::new();
+    let mut rcpt_to = Vec::new();
+    let mut lines = text.split_inclusive('\n');
+    let mut rest_start = 0usize;
+    let mut in_received = false;
+    for line in lines.by_ref() {
+        let l = line.trim_end_matches('\n');
+        if let Some(v) = l.strip_prefix("X-Mail-Args: ") {
+            mail_from = v.to_string();
+        } else if let Some(v) = l.strip_prefix("X-Rcpt-Args: ") {
+            rcpt_to.push(v.to_string());
+        } else if l.starts_with("X-") {
+        } else if l.starts_with("Received: ") {
+            in_received = true;
+        } else if in_received && (l.starts_with(' ') || l.starts_with('\t')) {
+        } else {
+            break;
+        }
+        rest_start += line.len();
+    }
+    let data = text[rest_start..].to_string();
+    // smtp-sink appends an empty line after the message.
+    let data = data.strip_suffix('\n').unwrap_or(&data).to_string();
+    Some(SinkMessage {
+        mail_from,
+        rcpt_to,
+        data,
+    })
+}
+
+impl Drop for Upstreams {
+    fn drop(&mut self) {
+        for child in [&mut self.dovecot, &mut self.smtp_sink] {
+            // SIGTERM by PID first so Dovecot stops its own children, then make sure.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A minimal line-oriented client for tests (SMTP or IMAP, plaintext).
+pub struct LineClient {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl LineClient {
+    pub fn connect(addr: SocketAddr) -> LineClient {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        LineClient {
+            reader: BufReader::new(s.try_clone().unwrap()),
+            writer: s,
+        }
+    }
+
+    /// Read one line (with its CRLF); "" at end of stream.
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.reader.read_line(&mut l).expect("read a line");
+        l
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.writer.write_all(bytes).expect("write");
+    }
+
+    /// SMTP: read a (multi-line) reply, return its lines.
+    pub fn smtp_reply(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "connection closed; got {out:?}");
+            let last = l.as_bytes().get(3) != Some(&b'-');
+            out.push(l);
+            if last {
+                return out;
+            }
+        }
+    }
+
+    /// IMAP: read until the tagged response for `tag`, return every line.
+    pub fn imap_until(&mut self, tag: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "connection closed; got {out:?}");
+            let done = l.starts_with(&format!("{tag} "));
+            out.push(l);
+            if done {
+                return out;
+            }
+        }
+    }
+}
