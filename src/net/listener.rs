@@ -110,6 +110,30 @@ pub struct ListenerOptions {
     pub max_connections: usize,
     pub ip_limiter: Arc<IpLimiter>,
     pub drain: Drain,
+    /// Expect a HAProxy PROXY v1/v2 header on every connection; the client
+    /// address it names is the session's peer (logs, per-IP limits).
+    pub proxy_protocol: bool,
+    /// How long a client has to send the PROXY header.
+    pub proxy_header_timeout: Duration,
+}
+
+impl ListenerOptions {
+    /// Options with the default PROXY-header timeout and no PROXY protocol.
+    pub fn new(
+        name: &str,
+        max_connections: usize,
+        ip_limiter: Arc<IpLimiter>,
+        drain: Drain,
+    ) -> Self {
+        ListenerOptions {
+            name: name.into(),
+            max_connections,
+            ip_limiter,
+            drain,
+            proxy_protocol: false,
+            proxy_header_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 /// Accept until shutdown fires. `handle` runs each session in its own task;
@@ -128,6 +152,8 @@ pub async fn serve<H, HF, R, RF>(
     RF: Future<Output = ()> + Send + 'static,
 {
     let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let handle = Arc::new(handle);
+    let refuse = Arc::new(refuse);
     let mut backoff = Duration::from_millis(5);
     loop {
         let slot = tokio::select! {
@@ -157,27 +183,90 @@ pub async fn serve<H, HF, R, RF>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or(peer);
-        let Some(ip_permit) = options.ip_limiter.try_acquire(peer.ip()) else {
-            tracing::info!(listener = %options.name, "refused: too many connections from one address");
-            tokio::spawn(refuse(stream, Refusal::TooManyFromIp));
-            continue;
-        };
-        let permits = SessionPermits {
-            _listener: slot,
-            _ip: ip_permit,
-            _drain: options.drain.enter(),
-        };
-        let session = handle(Accepted {
-            stream,
-            peer,
-            local,
-        });
-        tokio::spawn(async move {
-            session.await;
-            drop(permits);
-        });
+        let options = options.clone();
+        let (handle, refuse) = (handle.clone(), refuse.clone());
+        if options.proxy_protocol {
+            // The header is read in the session's task: a slow client never
+            // holds up the accept loop.
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let header = tokio::time::timeout(
+                    options.proxy_header_timeout,
+                    super::proxy::read_header(&mut stream),
+                )
+                .await;
+                let client = match header {
+                    Ok(Ok(Some(client))) => client,
+                    Ok(Ok(None)) => peer,
+                    Ok(Err(e)) => {
+                        tracing::info!(listener = %options.name, %peer, error = %e, "PROXY header rejected");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!(listener = %options.name, %peer, "no PROXY header in time");
+                        return;
+                    }
+                };
+                dispatch(
+                    stream,
+                    client,
+                    slot,
+                    &options,
+                    handle.as_ref(),
+                    refuse.as_ref(),
+                )
+                .await;
+            });
+        } else {
+            tokio::spawn(async move {
+                dispatch(
+                    stream,
+                    peer,
+                    slot,
+                    &options,
+                    handle.as_ref(),
+                    refuse.as_ref(),
+                )
+                .await;
+            });
+        }
     }
+}
+
+/// Count the client against its IP's limit, then run the session (or the
+/// refusal) holding its permits until it ends.
+async fn dispatch<H, HF, R, RF>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+    options: &ListenerOptions,
+    handle: &H,
+    refuse: &R,
+) where
+    H: Fn(Accepted) -> HF,
+    HF: Future<Output = ()>,
+    R: Fn(TcpStream, Refusal) -> RF,
+    RF: Future<Output = ()>,
+{
+    let local = stream.local_addr().unwrap_or(peer);
+    let Some(ip_permit) = options.ip_limiter.try_acquire(peer.ip()) else {
+        tracing::info!(listener = %options.name, "refused: too many connections from one address");
+        drop(slot);
+        refuse(stream, Refusal::TooManyFromIp).await;
+        return;
+    };
+    let permits = SessionPermits {
+        _listener: slot,
+        _ip: ip_permit,
+        _drain: options.drain.enter(),
+    };
+    handle(Accepted {
+        stream,
+        peer,
+        local,
+    })
+    .await;
+    drop(permits);
 }
 
 #[cfg(test)]
@@ -191,12 +280,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let (trigger, shutdown) = crate::shutdown::channel();
         let drain = Drain::new();
-        let options = ListenerOptions {
-            name: "test".into(),
-            max_connections: 10,
-            ip_limiter: IpLimiter::new(2),
-            drain: drain.clone(),
-        };
+        let options = ListenerOptions::new("test", 10, IpLimiter::new(2), drain.clone());
         let server = tokio::spawn(serve(
             listener,
             options,
@@ -239,5 +323,62 @@ mod tests {
             .await
             .expect("accept loop stops on shutdown")
             .unwrap();
+    }
+}
+
+#[cfg(test)]
+mod proxy_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn proxy_protocol_peer_is_the_named_client_and_limits_count_it() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let mut options = ListenerOptions::new("proxied", 10, IpLimiter::new(1), Drain::new());
+        options.proxy_protocol = true;
+        options.proxy_header_timeout = Duration::from_millis(300);
+        tokio::spawn(serve(
+            listener,
+            options,
+            shutdown,
+            |mut a: Accepted| async move {
+                let line = format!("peer {}\n", a.peer);
+                let _ = a.stream.write_all(line.as_bytes()).await;
+                let mut buf = [0u8; 1];
+                let _ = a.stream.read(&mut buf).await;
+            },
+            |mut s: TcpStream, _| async move {
+                let _ = s.write_all(b"busy\n").await;
+            },
+        ));
+        async fn talk(addr: SocketAddr, header: &[u8]) -> (TcpStream, String) {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(header).await.unwrap();
+            let mut out = Vec::new();
+            let mut b = [0u8; 1];
+            while let Ok(1) = s.read(&mut b).await {
+                out.push(b[0]);
+                if b[0] == b'\n' {
+                    break;
+                }
+            }
+            (s, String::from_utf8_lossy(&out).into_owned())
+        }
+        let (_a, got) = talk(addr, b"PROXY TCP4 203.0.113.7 10.0.0.1 5000 25\r\n").await;
+        assert_eq!(got, "peer 203.0.113.7:5000\n");
+        // Same real client again: over its limit of one, though the socket peer differs.
+        let (_b, got) = talk(addr, b"PROXY TCP4 203.0.113.7 10.0.0.1 5001 25\r\n").await;
+        assert_eq!(got, "busy\n");
+        // Another client is fine.
+        let (_c, got) = talk(addr, b"PROXY TCP4 198.51.100.1 10.0.0.1 5002 25\r\n").await;
+        assert_eq!(got, "peer 198.51.100.1:5002\n");
+        // No header, or none in time: closed without a word.
+        let (_d, got) = talk(addr, b"EHLO x\r\n").await;
+        assert_eq!(got, "");
+        let (_e, got) = talk(addr, b"").await;
+        assert_eq!(got, "");
+        trigger.fire();
     }
 }

@@ -2,4 +2,5 @@
 //! limited accept loop.
 
 pub mod listener;
+pub mod proxy;
 pub mod tls;
