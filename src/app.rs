@@ -234,8 +234,24 @@ async fn run_signals(gateway: &Gateway, tls: Option<&ServerTls>) -> anyhow::Resu
     }
 }
 
+/// Tell systemd (`Type=notify`) about a state change; a no-op outside systemd.
+fn notify(states: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "could not notify systemd");
+    }
+}
+
 /// SIGHUP: re-read the policy and the TLS certificate; keep what runs on error.
 pub fn reload(gateway: &Gateway, tls: Option<&ServerTls>) {
+    match sd_notify::NotifyState::monotonic_usec_now() {
+        Ok(now) => notify(&[sd_notify::NotifyState::Reloading, now]),
+        Err(e) => tracing::warn!(error = %e, "no monotonic clock for the reload notification"),
+    }
+    reload_files(gateway, tls);
+    notify(&[sd_notify::NotifyState::Ready]);
+}
+
+fn reload_files(gateway: &Gateway, tls: Option<&ServerTls>) {
     match gateway.reload_policy() {
         Ok(()) => tracing::info!(
             policy = %gateway.policy_path.display(),
