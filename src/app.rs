@@ -127,6 +127,28 @@ pub fn ingest_files(
     }
 }
 
+/// `mailshare backup`: a consistent copy of the store into `dest`, taken by
+/// this process when the store is free, else by the running server (through
+/// its control socket).
+pub fn backup(config_path: &Path, dest: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = load(config_path)?;
+    let dest = std::path::absolute(dest).context("resolving the backup directory")?;
+    let store_path = &loaded.config.store.path;
+    let report = match SledStore::open(store_path, StoreOptions::default()) {
+        Ok(store) => store.backup(&dest)?,
+        Err(StoreError::Locked { .. }) => crate::control::request_backup(store_path, &dest)?,
+        Err(e) => return Err(e).with_context(|| format!("opening store {}", store_path.display())),
+    };
+    println!(
+        "backed up {} messages and {} blobs into {} ({} bytes of database)",
+        report.messages,
+        report.blobs,
+        dest.display(),
+        report.bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `serve` hands every protocol adapter when it starts it.
 pub struct Services {
     pub gateway: Arc<Gateway>,
@@ -182,6 +204,11 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         };
         #[allow(unused_mut)] // each adapter below pushes its accept loops
         let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+        tasks.push(
+            crate::control::serve(&config.store.path, store.clone(), services.shutdown.clone())
+                .await
+                .context("starting the control socket")?,
+        );
 
         // --- admin API (issue 3) -------------------------------------------
 

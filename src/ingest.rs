@@ -35,7 +35,8 @@ pub enum IngestOutcome {
         /// The record's ceiling and the fields it holds after the merge.
         ceiling: Level,
         stored: Level,
-        /// Only the headers were captured (message above the capture limit).
+        /// Only the headers were captured (message above the capture limit,
+        /// or a MIME structure the parser could not take apart).
         headers_only: bool,
     },
     /// Nothing stored for this owner.
@@ -59,7 +60,7 @@ impl std::fmt::Display for IngestOutcome {
                     reason = reason.as_str()
                 )?;
                 if *headers_only {
-                    f.write_str(", headers only (over the capture size limit)")?;
+                    f.write_str(", headers only")?;
                 }
                 Ok(())
             }
@@ -101,7 +102,16 @@ pub fn ingest(
         let facts = mail::parse_headers(raw, req.envelope_recipients)?;
         return capture(store, policy, &facts, None, req, true);
     }
-    let parsed = mail::parse(raw)?;
+    let parsed = match mail::parse(raw) {
+        Ok(p) => p,
+        // The full parser gave up on a hostile MIME tree (panic contained,
+        // or nesting too deep): what the headers say is still captured.
+        Err(mail::ParseError::ParserPanicked | mail::ParseError::TooDeep) => {
+            let facts = mail::parse_headers(raw, req.envelope_recipients)?;
+            return capture(store, policy, &facts, None, req, true);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let facts = parsed.facts(req.envelope_recipients);
     let content = parsed.content();
     capture(store, policy, &facts, Some(&content), req, false)

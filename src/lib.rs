@@ -15,6 +15,7 @@
 //! | [`metrics`] | the Prometheus registry and the shared metrics |
 //! | [`net`] | TLS configuration and the limited accept loop |
 //! | [`shutdown`] | shutdown signal and session drain |
+//! | [`control`] | the running server's local control socket (`mailshare backup` while serving) |
 //! | [`app`] | composition root: commands that load config, open the store, serve |
 //! | [`logging`] | tracing subscriber: human or JSON, level from config or `RUST_LOG` |
 //!
@@ -24,6 +25,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod diag;
 pub mod engine;
 pub mod gateway;

@@ -32,6 +32,16 @@ enum Command {
         #[arg(short, long, default_value = "config/mailshare.toml")]
         config: PathBuf,
     },
+    /// Write a consistent copy of the store into a new or empty directory,
+    /// also while `mailshare serve` runs. Restore: stop mailshare, point
+    /// `[store] path` at the copy (or move it into place), start again.
+    Backup {
+        /// Path to mailshare.toml.
+        #[arg(short, long, default_value = "config/mailshare.toml")]
+        config: PathBuf,
+        /// The directory to create (must not exist, or be empty).
+        dest: PathBuf,
+    },
     /// API tokens.
     Token {
         #[command(subcommand)]
@@ -77,6 +87,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => mailshare::app::serve(&config),
         Command::Check { config } => return check(&config),
+        Command::Backup { config, dest } => {
+            mailshare::app::backup(&config, &dest).context("backup")
+        }
         Command::Token {
             command: TokenCommand::New { user },
         } => {

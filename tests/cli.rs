@@ -240,11 +240,9 @@ impl Drop for Serve {
     }
 }
 
-#[test]
-fn ingest_says_in_one_line_when_serve_holds_the_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let cfg = example_config(tmp.path());
-    // Only the store and the policy: no listeners to bind.
+/// A config with only the store and the policy of the example (no listeners).
+fn store_only_config(tmp: &Path) -> PathBuf {
+    let cfg = example_config(tmp);
     let text_cfg = fs::read_to_string(&cfg).unwrap();
     let store_only: String = text_cfg
         .split("\n[")
@@ -252,17 +250,21 @@ fn ingest_says_in_one_line_when_serve_holds_the_store() {
         .collect::<Vec<_>>()
         .join("\n[");
     fs::write(&cfg, store_only).unwrap();
+    cfg
+}
+
+/// Start `mailshare serve` and wait until it says it is ready.
+fn start_serve(cfg: &Path) -> Serve {
     let mut serve = Serve(
         bin()
             .args(["serve", "-c"])
-            .arg(&cfg)
+            .arg(cfg)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    // Wait until serve says it is ready (it holds the store from then on).
     let stderr = serve.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -280,11 +282,18 @@ fn ingest_says_in_one_line_when_serve_holds_the_store() {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains("mailshare ready") => break,
+            Ok(line) if line.contains("mailshare ready") => return serve,
             Ok(_) => {}
             Err(e) => panic!("serve never said it was ready: {e}"),
         }
     }
+}
+
+#[test]
+fn ingest_says_in_one_line_when_serve_holds_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = store_only_config(tmp.path());
+    let _serve = start_serve(&cfg);
     let store = tmp.path().join("data/store");
     let out = run(bin()
         .args(["ingest", "-c"])
@@ -299,4 +308,82 @@ fn ingest_says_in_one_line_when_serve_holds_the_store() {
         stderr.contains("is in use by another mailshare process (is `mailshare serve` running?)"),
         "{stderr}"
     );
+}
+
+#[test]
+fn ingest_captures_headers_when_the_parser_gives_up_on_the_mime_tree() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = example_config(tmp.path());
+    let out = run(bin()
+        .args(["ingest", "-c"])
+        .arg(&cfg)
+        .args(["--owner", "alice", "--direction", "inbound"])
+        .arg(root().join("tests/fixtures/mail/hostile/multipart-panic.eml")));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout} {}", text(&out.stderr));
+    assert!(
+        stdout.contains("stored: ") && stdout.contains("headers only"),
+        "{stdout}"
+    );
+}
+
+fn ingest_demo(cfg: &Path) {
+    let mail = root().join("scripts/demo-mail");
+    let out = run(bin()
+        .args(["ingest", "-c"])
+        .arg(cfg)
+        .args(["--owner", "alice", "--direction", "outbound"])
+        .arg(mail.join("01-outbound-q3-figures.eml"))
+        .arg(mail.join("04-outbound-new-contact.eml")));
+    assert!(out.status.success(), "{}", text(&out.stdout));
+}
+
+/// Open a backup as a store and compare it with the original's records.
+fn assert_same_store(original: &Path, backup: &Path) {
+    use mailshare::store::{SledStore, Store, StoreOptions};
+    let a = SledStore::open(original, StoreOptions::default()).expect("original opens");
+    let b = SledStore::open(backup, StoreOptions::default()).expect("backup opens");
+    let (sa, sb) = (a.stats().unwrap(), b.stats().unwrap());
+    assert_eq!((sa.messages, sa.blobs), (sb.messages, sb.blobs));
+    assert!(sa.messages >= 2);
+    assert_eq!(b.check_consistency().unwrap(), Vec::<String>::new());
+    for f in ["01-outbound-q3-figures.eml", "04-outbound-new-contact.eml"] {
+        let raw = fs::read(root().join("scripts/demo-mail").join(f)).unwrap();
+        let facts = mailshare::mail::parse(&raw).unwrap().facts(&[]);
+        let id = mailshare::engine::message_key(&facts.message_id);
+        assert_eq!(a.message(&id).unwrap(), b.message(&id).unwrap(), "{f}");
+        assert!(b.message(&id).unwrap().is_some());
+    }
+}
+
+#[test]
+fn backup_copies_a_free_store_and_a_served_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = store_only_config(tmp.path());
+    ingest_demo(&cfg);
+    let store = tmp.path().join("data/store");
+
+    // Nobody holds the store: the command copies it itself.
+    let dest = tmp.path().join("backup-offline");
+    let out = run(bin().args(["backup", "-c"]).arg(&cfg).arg(&dest));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("backed up 2 messages"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A second backup into the same (now non-empty) directory is refused.
+    let again = run(bin().args(["backup", "-c"]).arg(&cfg).arg(&dest));
+    assert_eq!(again.status.code(), Some(1));
+    assert_same_store(&store, &dest);
+
+    // serve holds the store: the running server makes the copy.
+    let dest2 = tmp.path().join("backup-online");
+    {
+        let _serve = start_serve(&cfg);
+        let out = run(bin().args(["backup", "-c"]).arg(&cfg).arg(&dest2));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("backed up 2 messages"));
+    }
+    assert_same_store(&store, &dest2);
 }

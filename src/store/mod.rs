@@ -39,7 +39,7 @@ use crate::engine::{
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -197,6 +197,15 @@ pub struct StoreStats {
 /// A reader over one blob's bytes.
 pub type BlobReader = Box<dyn Read + Send>;
 
+/// What a backup copied.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupReport {
+    pub messages: u64,
+    pub blobs: u64,
+    /// Size of the copied database on disk (blobs are hard links or copies).
+    pub bytes: u64,
+}
+
 /// A timeline page: records newest first, and the cursor of the next page.
 pub type TimelinePage = (Vec<Record>, Option<Cursor>);
 
@@ -348,6 +357,12 @@ pub trait Store: Send + Sync {
     fn stats(&self) -> Result<StoreStats, StoreError>;
 
     /// Wait until every write applied so far is durable.
+    /// Write a consistent copy of the whole store into `dest` (new or
+    /// empty), while the store stays open: captures wait during the copy.
+    /// The copy is itself a store directory: restore by pointing `[store]
+    /// path` at it (or moving it into place) while mailshare is stopped.
+    fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError>;
+
     fn flush(&self) -> Result<(), StoreError>;
 }
 

@@ -31,8 +31,8 @@ use super::blobs::{self, content_refs, is_sha256_hex, BlobDir, BlobFile};
 use super::commit::GroupCommit;
 use super::keys::{self, check_id};
 use super::{
-    BlobReader, CaptureInput, CaptureOutcome, Cursor, Store, StoreError, StoreOptions, StoreStats,
-    StoredContact, TimelinePage,
+    BackupReport, BlobReader, CaptureInput, CaptureOutcome, Cursor, Store, StoreError,
+    StoreOptions, StoreStats, StoredContact, TimelinePage,
 };
 use crate::engine::facts::domain_of;
 use crate::engine::policy::ContactKind;
@@ -265,6 +265,66 @@ impl SledStore {
     /// point to existing contacts.
     pub fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
         self.inner.check_consistency()
+    }
+}
+
+impl Inner {
+    /// See [`Store::backup`]. Holds the write lock while it copies the
+    /// database and links the blobs, so the copy is one consistent state.
+    fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
+        if dest.exists()
+            && std::fs::read_dir(dest)
+                .map_err(io_err("reading", dest))?
+                .next()
+                .is_some()
+        {
+            return Err(StoreError::Io {
+                context: "backing up into (it must be new or empty)",
+                path: dest.to_path_buf(),
+                source: io::Error::from(io::ErrorKind::AlreadyExists),
+            });
+        }
+        std::fs::create_dir_all(dest).map_err(io_err("creating", dest))?;
+        let _ws = self.lock_write();
+        let copy = ::sled::Config::new()
+            .path(dest.join("db"))
+            .flush_every_ms(None)
+            .open()?;
+        let mut report = BackupReport::default();
+        let mut batch = Batch::default();
+        let mut pending = 0usize;
+        for kv in self.db.iter() {
+            let (k, v) = kv?;
+            if k.starts_with(keys::RECORD) {
+                report.messages += 1;
+            }
+            if let Some(sha) = k.strip_prefix(keys::REFCOUNT) {
+                let sha = std::str::from_utf8(sha).unwrap_or("");
+                if is_sha256_hex(sha) {
+                    let from = self.blobs.path(sha);
+                    let to = dest.join("blobs").join(&sha[..2]).join(sha);
+                    std::fs::create_dir_all(to.parent().unwrap_or(dest))
+                        .map_err(io_err("creating", dest))?;
+                    // Blob files are immutable: a hard link is a copy.
+                    if std::fs::hard_link(&from, &to).is_err() {
+                        std::fs::copy(&from, &to).map_err(io_err("copying blob", &from))?;
+                    }
+                    report.blobs += 1;
+                }
+            }
+            batch.insert(k, v);
+            pending += 1;
+            if pending == 10_000 {
+                copy.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        copy.apply_batch(batch)?;
+        copy.flush()?;
+        report.bytes = copy.size_on_disk()?;
+        drop(copy);
+        blobs::sync_dir(dest).map_err(io_err("syncing", dest))?;
+        Ok(report)
     }
 }
 
@@ -1143,5 +1203,9 @@ impl Store for SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         let ticket = self.inner.commit.issue();
         self.inner.commit.wait(ticket)
+    }
+
+    fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
+        self.inner.backup(dest)
     }
 }
