@@ -683,3 +683,1041 @@ async fn every_endpoint_shows_each_viewer_exactly_the_level_the_rules_allow() {
     })
     .await;
 }
+
+// ------------------------------------------------------------ buckets
+
+fn buckets_policy() -> String {
+    let t = |u: &str| sha256_hex(&token(u));
+    format!(
+        r#"
+[organization]
+name = "Acme"
+internal_domains = ["acme.example"]
+contacts = "buckets"
+auto_create_contacts = "sent"
+
+[defaults]
+inbound = "subject"
+outbound = "full"
+
+[[users]]
+address = "alice@acme.example"
+token_sha256 = "{alice}"
+
+[[users]]
+address = "bob@acme.example"
+token_sha256 = "{bob}"
+
+[[users]]
+address = "carol@acme.example"
+token_sha256 = "{carol}"
+
+[[users]]
+address = "erin@acme.example"
+token_sha256 = "{erin}"
+
+[[contacts]]
+name = "Client A"
+kind = "organization"
+domains = ["client-a.example"]
+
+[[contacts]]
+name = "Globex"
+kind = "organization"
+domains = ["globex.example"]
+
+[[buckets]]
+name = "Key accounts"
+owner = "alice@acme.example"
+contacts = ["Client A"]
+members = [
+    {{ user = "bob@acme.example", role = "viewer", view_conversations = true }},
+    {{ user = "carol@acme.example", role = "manager", view_conversations = false }},
+]
+"#,
+        alice = t("alice"),
+        bob = t("bob"),
+        carol = t("carol"),
+        erin = t("erin"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_mode_opens_only_bucket_timelines_and_managers_delete() {
+    deadline(async {
+        let mail = |id: &str, from: &'static str, to: &str, key: &str| Capture {
+            owner: from,
+            direction: OUT,
+            raw: Eml::new(
+                id,
+                "2 Mar 2026 09:00:00 +0000",
+                from,
+                to,
+                &format!("Topic {}", subject_token(key)),
+                &body_token(key),
+            )
+            .render(),
+        };
+        let policy = buckets_policy();
+        let server = Server::start(
+            &policy,
+            &policy,
+            &[
+                mail(
+                    "b1@acme.example",
+                    "alice@acme.example",
+                    "office@client-a.example",
+                    "b1",
+                ),
+                mail(
+                    "b2@acme.example",
+                    "alice@acme.example",
+                    "hank@globex.example",
+                    "b2",
+                ),
+                mail(
+                    "b3@acme.example",
+                    "erin@acme.example",
+                    "pat@client-a.example",
+                    "b3",
+                ),
+            ],
+        )
+        .await;
+        let client_a = engine::policy_contact_id("Client A");
+        let globex = engine::policy_contact_id("Globex");
+        // (message, [alice, bob, carol, erin]): alice owns the bucket, bob may
+        // view its conversations, carol manages it without viewing, erin is
+        // outside it; participants always see their own mail.
+        let table: [(&str, &str, [&str; 4]); 3] = [
+            ("b1@acme.example", "b1", [F, F, H, H]),
+            ("b2@acme.example", "b2", [F, H, H, H]),
+            ("b3@acme.example", "b3", [F, F, H, F]),
+        ];
+        for (mid, key, expect) in table {
+            let id = engine::message_key(mid);
+            for (i, user) in VIEWERS.iter().enumerate() {
+                let resp = server
+                    .get(&format!("/api/v1/messages/{id}"), Some(&token(user)))
+                    .await;
+                let got = if resp.status == 404 {
+                    H.to_string()
+                } else {
+                    resp.json()["level"].as_str().unwrap().to_string()
+                };
+                assert_eq!(got, expect[i], "{user} reading {mid}");
+                let found = server
+                    .get(
+                        &format!("/api/v1/search?q={}", subject_token(key)),
+                        Some(&token(user)),
+                    )
+                    .await
+                    .json()["results"]
+                    .as_array()
+                    .unwrap()
+                    .len();
+                assert_eq!(found, usize::from(expect[i] != H), "{user} searching {mid}");
+            }
+        }
+        for (user, a, g) in [
+            (ALICE, 200, 404),
+            (BOB, 200, 404),
+            (CAROL, 404, 404),
+            (ERIN, 404, 404),
+        ] {
+            for (contact, want) in [(&client_a, a), (&globex, g)] {
+                let t = server
+                    .get(
+                        &format!("/api/v1/contacts/{contact}/timeline"),
+                        Some(&token(user)),
+                    )
+                    .await;
+                assert_eq!(t.status, want, "{user} timeline {contact}");
+                let c = server
+                    .get(&format!("/api/v1/contacts/{contact}"), Some(&token(user)))
+                    .await;
+                assert_eq!(c.status, want, "{user} contact {contact}");
+            }
+            let listed: BTreeSet<String> = server
+                .get("/api/v1/contacts", Some(&token(user)))
+                .await
+                .json()["contacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap().to_string())
+                .collect();
+            // The organization in the bucket brings its people along (pat,
+            // auto-created by erin's mail); Globex's hank stays out.
+            let want: BTreeSet<String> = if a == 200 {
+                ["Client A", "pat@client-a.example"]
+                    .map(String::from)
+                    .into()
+            } else {
+                BTreeSet::new()
+            };
+            assert_eq!(listed, want, "{user} lists the contacts they can open");
+        }
+        // Erin's own b3 is on Client A's timeline, which erin cannot open.
+        let bob_entries = server
+            .get(
+                &format!("/api/v1/contacts/{client_a}/timeline"),
+                Some(&token(BOB)),
+            )
+            .await
+            .json();
+        assert_eq!(bob_entries["entries"].as_array().unwrap().len(), 2);
+
+        // Deleting: a viewer who can open it 403, an outsider 404, the
+        // bucket's manager 204; then it is gone for everyone.
+        let del = |user: &str| {
+            let path = format!("/api/v1/contacts/{client_a}");
+            let tok = token(user);
+            let addr = server.addr;
+            async move { call(addr, "DELETE", &path, Some(&tok), None).await }
+        };
+        assert_eq!(del(BOB).await.error(), (403, "not_manager".into()));
+        assert_eq!(del(ERIN).await.error(), (404, "not_found".into()));
+        assert_eq!(del(CAROL).await.status, 204);
+        assert_eq!(del(CAROL).await.status, 404, "already tombstoned");
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/contacts/{client_a}"), Some(&token(ALICE)))
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            server
+                .get(
+                    &format!("/api/v1/contacts/{client_a}/timeline"),
+                    Some(&token(ALICE))
+                )
+                .await
+                .status,
+            404
+        );
+        let left: Vec<Value> = server
+            .get("/api/v1/contacts", Some(&token(ALICE)))
+            .await
+            .json()["contacts"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert!(
+            left.iter().all(|c| c["id"] != client_a.as_str()),
+            "{left:?}"
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+// ------------------------------------------- sharing and access requests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn share_is_for_owners_and_never_above_the_ceiling() {
+    deadline(async {
+        let server = team_server().await;
+        let id = |k: &str| message_id_key(case(k));
+        let share = |user: &str, key: &str, body: &str| {
+            let (addr, path, tok, body) = (
+                server.addr,
+                format!("/api/v1/messages/{}/share", id(key)),
+                token(user),
+                body.to_string(),
+            );
+            async move { call(addr, "POST", &path, Some(&tok), Some(&body)).await }
+        };
+        // A non-owner who sees the message: 403; one who does not: 404.
+        assert_eq!(
+            share(ERIN, "m1", r#"{"level":"full"}"#).await.error(),
+            (403, "not_owner".into())
+        );
+        assert_eq!(
+            share(ERIN, "m4", r#"{"level":"full"}"#).await.error(),
+            (404, "not_found".into())
+        );
+        assert_eq!(
+            share(BOB, "m13", r#"{"level":"full"}"#).await.error(),
+            (404, "not_found".into())
+        );
+        // Above the ceiling: a grant above it, or an override another
+        // owner's lower override keeps down (alice's `subject` on m7 binds bob).
+        assert_eq!(
+            share(
+                ALICE,
+                "m7",
+                r#"{"level":"full","viewers":["erin@acme.example"]}"#
+            )
+            .await
+            .error(),
+            (422, "above_ceiling".into())
+        );
+        assert_eq!(
+            share(BOB, "m7", r#"{"level":"full"}"#).await.error(),
+            (422, "above_ceiling".into())
+        );
+        // Unknown or removed viewers, empty lists: 422.
+        assert_eq!(
+            share(
+                ALICE,
+                "m1",
+                r#"{"level":"full","viewers":["nobody@acme.example"]}"#
+            )
+            .await
+            .error(),
+            (422, "unknown_viewer".into())
+        );
+        assert_eq!(
+            share(
+                ALICE,
+                "m1",
+                r#"{"level":"full","viewers":["dave@acme.example"]}"#
+            )
+            .await
+            .error(),
+            (422, "unknown_viewer".into())
+        );
+        assert_eq!(
+            share(ALICE, "m1", r#"{"level":"full","viewers":[]}"#)
+                .await
+                .error(),
+            (422, "invalid_viewers".into())
+        );
+        // Garbage levels and fields.
+        assert_eq!(
+            share(ALICE, "m1", r#"{"level":"everything"}"#)
+                .await
+                .error(),
+            (422, "invalid_body".into())
+        );
+        assert_eq!(
+            share(ALICE, "m1", r#"{"level":"full","extra":1}"#)
+                .await
+                .error(),
+            (422, "invalid_body".into())
+        );
+        assert_eq!(
+            share(ALICE, "m1", r#"{"level":"#).await.error(),
+            (400, "bad_request".into())
+        );
+
+        // The owner lowers m1 to metadata: everyone else sees metadata at
+        // once, and the stored fields above it are gone for good.
+        let resp = share(ALICE, "m1", r#"{"level":"metadata"}"#).await;
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        let v = resp.json();
+        assert_eq!(
+            (
+                v["ceiling"].as_str(),
+                v["stored"].as_str(),
+                v["override"].as_str()
+            ),
+            (Some(M), Some(M), Some(M))
+        );
+        let seen = server
+            .get(
+                &format!("/api/v1/messages/{}", id("m1")),
+                Some(&token(ERIN)),
+            )
+            .await
+            .json();
+        assert_eq!(seen["level"], M);
+        assert!(seen.get("subject").is_none());
+        // Raising again shows only what is stored.
+        let v = share(ALICE, "m1", r#"{"level":"full"}"#).await.json();
+        assert_eq!(
+            (v["ceiling"].as_str(), v["stored"].as_str()),
+            (Some(F), Some(M))
+        );
+        assert_eq!(
+            server
+                .get(
+                    &format!("/api/v1/messages/{}", id("m1")),
+                    Some(&token(ERIN))
+                )
+                .await
+                .json()["level"],
+            M
+        );
+
+        // A grant to named viewers: m8 is stored full, alice and erin see
+        // subject; bob (an owner) grants erin full.
+        let v = share(
+            BOB,
+            "m8",
+            r#"{"level":"full","viewers":["Erin@Acme.example"]}"#,
+        )
+        .await;
+        assert_eq!(v.status, 200, "{}", v.text());
+        assert_eq!(
+            v.json()["grants"],
+            serde_json::json!([{"viewer": ERIN, "level": F, "by": BOB}])
+        );
+        let e = server
+            .get(
+                &format!("/api/v1/messages/{}", id("m8")),
+                Some(&token(ERIN)),
+            )
+            .await
+            .json();
+        assert_eq!(e["level"], F);
+        assert!(e["text"].as_str().unwrap().contains(&body_token("m8")));
+        assert_eq!(
+            server
+                .get(
+                    &format!("/api/v1/messages/{}", id("m8")),
+                    Some(&token(ALICE))
+                )
+                .await
+                .json()["level"],
+            S
+        );
+        // `hidden` with viewers revokes.
+        assert_eq!(
+            share(
+                BOB,
+                "m8",
+                r#"{"level":"hidden","viewers":["erin@acme.example"]}"#
+            )
+            .await
+            .status,
+            200
+        );
+        assert_eq!(
+            server
+                .get(
+                    &format!("/api/v1/messages/{}", id("m8")),
+                    Some(&token(ERIN))
+                )
+                .await
+                .json()["level"],
+            S
+        );
+
+        // Hiding a message: the owner's override `hidden` makes it a 404 for
+        // others, also in timelines, threads and search.
+        assert_eq!(share(BOB, "m11", r#"{"level":"hidden"}"#).await.status, 200);
+        for user in [ALICE, ERIN] {
+            assert_eq!(
+                server
+                    .get(
+                        &format!("/api/v1/messages/{}", id("m11")),
+                        Some(&token(user))
+                    )
+                    .await
+                    .status,
+                404
+            );
+            let s = server
+                .get(
+                    &format!("/api/v1/search?q={}", subject_token("m11")),
+                    Some(&token(user)),
+                )
+                .await
+                .json();
+            assert!(s["results"].as_array().unwrap().is_empty());
+            let t = server
+                .get(
+                    &format!("/api/v1/threads/{}", thread_key(case("m11"))),
+                    Some(&token(user)),
+                )
+                .await
+                .json();
+            assert!(t["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|e| e["id"] != id("m11").as_str()));
+        }
+        // Hidden drops every stored field: the message is gone for its owner
+        // too, so there is nothing left to share.
+        assert_eq!(share(BOB, "m11", r#"{"level":"full"}"#).await.status, 404);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_requests_go_to_owners_and_approval_grants_up_to_the_ceiling() {
+    deadline(async {
+        let server = team_server().await;
+        let m8 = message_id_key(case("m8"));
+        let post = |user: &str, path: String, body: &str| {
+            let (addr, tok, body) = (server.addr, token(user), body.to_string());
+            async move { call(addr, "POST", &path, Some(&tok), Some(&body)).await }
+        };
+        let ask = |user: &str, key: &str, body: &str| {
+            post(
+                user,
+                format!(
+                    "/api/v1/messages/{}/access-requests",
+                    message_id_key(case(key))
+                ),
+                body,
+            )
+        };
+        // Asking for what one sees already: 409; for what one cannot see at all: 404.
+        assert_eq!(
+            ask(ERIN, "m8", r#"{"level":"subject"}"#).await.error(),
+            (409, "already_visible".into())
+        );
+        assert_eq!(
+            ask(ERIN, "m4", r#"{}"#).await.error(),
+            (404, "not_found".into())
+        );
+        assert_eq!(
+            ask(ERIN, "m6", r#"{"level":"full"}"#).await.error(),
+            (422, "above_ceiling".into())
+        );
+        assert_eq!(
+            ask(ERIN, "m8", r#"{"note": "x\u0000y"}"#).await.error(),
+            (422, "invalid_note".into())
+        );
+        let created = ask(ERIN, "m8", r#"{"note":"for the audit"}"#).await;
+        assert_eq!(created.status, 201, "{}", created.text());
+        let req = created.json();
+        assert_eq!(
+            (
+                req["level"].as_str(),
+                req["status"].as_str(),
+                req["message"].as_str()
+            ),
+            (Some(F), Some("pending"), Some(m8.as_str()))
+        );
+        assert!(
+            req.get("owners").is_none(),
+            "owners are not shown to the requester"
+        );
+        assert_eq!(
+            ask(ERIN, "m8", "{}").await.error(),
+            (409, "duplicate_request".into())
+        );
+        let rid = req["id"].as_str().unwrap().to_string();
+
+        // Listed to both owners (bob, and carol whose activity is off) and to erin.
+        for owner in [BOB, CAROL] {
+            let l = server
+                .get("/api/v1/access-requests", Some(&token(owner)))
+                .await
+                .json();
+            assert_eq!(l["to_me"][0]["id"], rid.as_str(), "{owner}");
+            assert_eq!(l["to_me"][0]["note"], "for the audit");
+        }
+        let mine = server
+            .get("/api/v1/access-requests?status=pending", Some(&token(ERIN)))
+            .await
+            .json();
+        assert_eq!(mine["from_me"][0]["id"], rid.as_str());
+        assert!(mine["to_me"].as_array().unwrap().is_empty());
+        let admin_view = server
+            .get(
+                &format!("/api/v1/access-requests?as={}", enc(ERIN)),
+                Some(ADMIN_TOKEN),
+            )
+            .await
+            .json();
+        let own = server
+            .get("/api/v1/access-requests", Some(&token(ERIN)))
+            .await
+            .json();
+        assert_eq!(admin_view, own, "an admin reads as erin, no more");
+
+        // Only an owner decides: the requester 403, anyone else 404, an
+        // admin token 403 (it cannot act for a user).
+        let approve = |user: &str| post(user, format!("/api/v1/access-requests/{rid}/approve"), "");
+        assert_eq!(approve(ERIN).await.error(), (403, "not_owner".into()));
+        assert_eq!(approve(ALICE).await.error(), (404, "not_found".into()));
+        let admin = call(
+            server.addr,
+            "POST",
+            &format!("/api/v1/access-requests/{rid}/approve"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+        assert_eq!(admin.error(), (403, "user_token_required".into()));
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/messages/{m8}"), Some(&token(ERIN)))
+                .await
+                .json()["level"],
+            S
+        );
+        let done = approve(CAROL).await;
+        assert_eq!(done.status, 200, "{}", done.text());
+        let done = done.json();
+        assert_eq!(
+            (
+                done["status"].as_str(),
+                done["granted"].as_str(),
+                done["decided_by"].as_str()
+            ),
+            (Some("approved"), Some(F), Some(CAROL))
+        );
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/messages/{m8}"), Some(&token(ERIN)))
+                .await
+                .json()["level"],
+            F
+        );
+        assert_eq!(approve(BOB).await.error(), (409, "already_decided".into()));
+        let deny = post(BOB, format!("/api/v1/access-requests/{rid}/deny"), "").await;
+        assert_eq!(deny.error(), (409, "already_decided".into()));
+        // Alice still sees subject: the grant was erin's.
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/messages/{m8}"), Some(&token(ALICE)))
+                .await
+                .json()["level"],
+            S
+        );
+
+        // A denial grants nothing.
+        let r2 = ask(ALICE, "m8", "{}").await.json();
+        let d = post(
+            BOB,
+            format!(
+                "/api/v1/access-requests/{}/deny",
+                r2["id"].as_str().unwrap()
+            ),
+            "",
+        )
+        .await
+        .json();
+        assert_eq!(d["status"], "denied");
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/messages/{m8}"), Some(&token(ALICE)))
+                .await
+                .json()["level"],
+            S
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+// ----------------------------------------------------------- contacts
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contacts_list_with_prefix_search_and_pages_and_admins_delete() {
+    deadline(async {
+        let server = team_server().await;
+        let tok = token(ERIN);
+        // Policy contacts plus those alice's and bob's sent mail created.
+        let all = all_pages(
+            &server,
+            &Reader {
+                user: ERIN,
+                admin: false,
+            },
+            "/api/v1/contacts?limit=1",
+            "contacts",
+            &mut Seen::default(),
+        )
+        .await;
+        let names: BTreeSet<&str> = all.iter().map(|c| c["name"].as_str().unwrap()).collect();
+        for n in ["Client A", "Globex", "Bob Stone", "hank@globex.example"] {
+            assert!(names.contains(n), "{n} in {names:?}");
+        }
+        let ids: Vec<&str> = all.iter().map(|c| c["id"].as_str().unwrap()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(ids, sorted, "ordered by id, each once");
+        let bob_stone = all.iter().find(|c| c["name"] == "Bob Stone").unwrap();
+        assert_eq!(bob_stone["kind"], "person");
+        assert_eq!(
+            bob_stone["addresses"],
+            serde_json::json!(["bob@client-a.example"])
+        );
+        assert_eq!(
+            bob_stone["organization_id"],
+            engine::policy_contact_id("Client A").as_str()
+        );
+
+        let q = |q: &str| {
+            let (addr, tok, path) = (
+                server.addr,
+                tok.clone(),
+                format!("/api/v1/contacts?q={}", enc(q)),
+            );
+            async move {
+                call(addr, "GET", &path, Some(&tok), None).await.json()["contacts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["name"].as_str().unwrap().to_string())
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(q("glob").await, ["Globex"]);
+        assert_eq!(
+            q("STONE").await,
+            ["Bob Stone"],
+            "any word of the name, any case"
+        );
+        assert_eq!(q("bob@client").await, ["Bob Stone"], "addresses");
+        assert_eq!(q("client-a.ex").await, ["Client A"], "domains");
+        assert!(q("zzz").await.is_empty());
+
+        // One contact; unknown ids 404; a user who can open it cannot delete it.
+        let globex = engine::policy_contact_id("Globex");
+        let one = server
+            .get(&format!("/api/v1/contacts/{globex}"), Some(&tok))
+            .await
+            .json();
+        assert_eq!(one["domains"], serde_json::json!(["globex.example"]));
+        assert_eq!(
+            server
+                .get("/api/v1/contacts/0123456789abcdef", Some(&tok))
+                .await
+                .error(),
+            (404, "not_found".into())
+        );
+        assert_eq!(
+            server
+                .delete(&format!("/api/v1/contacts/{globex}"), Some(&tok))
+                .await
+                .error(),
+            (403, "not_manager".into())
+        );
+        assert_eq!(
+            server
+                .delete(
+                    &format!("/api/v1/contacts/{globex}?as=erin%40acme.example"),
+                    Some(ADMIN_TOKEN)
+                )
+                .await
+                .error(),
+            (400, "as_not_applicable".into())
+        );
+        assert_eq!(
+            server
+                .delete(&format!("/api/v1/contacts/{globex}"), Some(ADMIN_TOKEN))
+                .await
+                .status,
+            204
+        );
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/contacts/{globex}"), Some(&tok))
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            server
+                .get(&format!("/api/v1/contacts/{globex}/timeline"), Some(&tok))
+                .await
+                .status,
+            404
+        );
+        assert_eq!(
+            server
+                .delete(&format!("/api/v1/contacts/{globex}"), Some(ADMIN_TOKEN))
+                .await
+                .status,
+            404
+        );
+        assert!(!q("glob").await.contains(&"Globex".to_string()));
+        // An auto-created contact: only an admin deletes it.
+        let hank = all
+            .iter()
+            .find(|c| c["name"] == "hank@globex.example")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            server
+                .delete(&format!("/api/v1/contacts/{hank}"), Some(&token(ALICE)))
+                .await
+                .error(),
+            (403, "not_manager".into())
+        );
+        assert_eq!(
+            server
+                .delete(&format!("/api/v1/contacts/{hank}"), Some(ADMIN_TOKEN))
+                .await
+                .status,
+            204
+        );
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeline_filters_by_direction_and_query_within_the_level() {
+    deadline(async {
+        let server = team_server().await;
+        let client_a = engine::policy_contact_id("Client A");
+        let ids = |v: Value| -> BTreeSet<String> {
+            v["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let get = |q: &str| {
+            let (addr, path) = (
+                server.addr,
+                format!("/api/v1/contacts/{client_a}/timeline?{q}"),
+            );
+            async move {
+                call(addr, "GET", &path, Some(&token(ALICE)), None)
+                    .await
+                    .json()
+            }
+        };
+        let inbound = ids(get("direction=inbound").await);
+        let expected: BTreeSet<String> = ["m2", "m6", "m8"]
+            .iter()
+            .map(|k| message_id_key(case(k)))
+            .collect();
+        // m8 is inbound for bob and outbound for carol: a record's direction
+        // is its owners' highest (outbound), so it is not inbound.
+        let expected: BTreeSet<String> = expected
+            .into_iter()
+            .filter(|i| *i != message_id_key(case("m8")))
+            .collect();
+        assert_eq!(inbound, expected);
+        // q matches the subject at subject level, never the body below full.
+        assert_eq!(
+            ids(get(&format!("q={}", subject_token("m2"))).await),
+            [message_id_key(case("m2"))].into()
+        );
+        assert!(
+            ids(get(&format!("q={}", body_token("m8"))).await).is_empty(),
+            "alice sees m8 at subject only"
+        );
+        assert_eq!(
+            ids(get(&format!("q={}", body_token("m9"))).await),
+            [message_id_key(case("m9"))].into()
+        );
+        // Several terms must all match (sender and subject here).
+        assert_eq!(
+            ids(get(&format!("q=x%40client-a.example+{}", subject_token("m2"))).await).len(),
+            1
+        );
+        assert!(ids(get(&format!("q=nobody+{}", subject_token("m2"))).await).is_empty());
+        server.stop().await;
+    })
+    .await;
+}
+
+// ------------------------------------------------------------ negatives
+
+/// A GET path per read endpoint, with real ids.
+fn read_paths() -> Vec<String> {
+    let m1 = message_id_key(case("m1"));
+    let client_a = engine::policy_contact_id("Client A");
+    vec![
+        "/api/v1/contacts".into(),
+        format!("/api/v1/contacts/{client_a}"),
+        format!("/api/v1/contacts/{client_a}/timeline"),
+        format!("/api/v1/messages/{m1}"),
+        format!("/api/v1/messages/{m1}/attachments/0"),
+        format!("/api/v1/threads/{}", thread_key(case("m1"))),
+        "/api/v1/search?q=figures".into(),
+        "/api/v1/access-requests".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_missing_invalid_removed_and_as_misuse_are_refused() {
+    deadline(async {
+        let server = team_server().await;
+        let m1 = message_id_key(case("m1"));
+        for path in read_paths() {
+            // No token, a wrong one, a malformed header, a removed user's.
+            for auth in [
+                None,
+                Some("Bearer nope"),
+                Some("Basic dG9rLWFsaWNl"),
+                Some("Bearer "),
+                Some(&*format!("Bearer {}", token("dave"))),
+            ] {
+                let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+                if let Some(a) = auth {
+                    req.push_str(&format!("Authorization: {a}\r\n"));
+                }
+                req.push_str("\r\n");
+                let resp = raw(server.addr, req.as_bytes()).await;
+                assert_eq!(
+                    resp.error(),
+                    (401, "unauthorized".into()),
+                    "{path} with {auth:?}"
+                );
+                assert_eq!(resp.header("www-authenticate"), Some("Bearer"));
+            }
+            // ?as= by a user: 403; an admin without ?as=: 400; ?as= naming a
+            // removed or unknown user: 400.
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let as_bob = format!("{path}{sep}as=bob%40acme.example");
+            assert_eq!(
+                server.get(&as_bob, Some(&token(ALICE))).await.error(),
+                (403, "as_forbidden".into()),
+                "{path}"
+            );
+            assert_eq!(
+                server.get(&path, Some(ADMIN_TOKEN)).await.error(),
+                (400, "as_required".into()),
+                "{path}"
+            );
+            for who in ["dave%40acme.example", "nobody%40acme.example", ""] {
+                let p = format!("{path}{sep}as={who}");
+                assert_eq!(
+                    server.get(&p, Some(ADMIN_TOKEN)).await.error(),
+                    (400, "unknown_user".into()),
+                    "{p}"
+                );
+            }
+        }
+        // Owner actions with the wrong token.
+        let share = format!("/api/v1/messages/{m1}/share");
+        assert_eq!(
+            server
+                .post(&share, Some(ADMIN_TOKEN), r#"{"level":"full"}"#)
+                .await
+                .error(),
+            (403, "user_token_required".into())
+        );
+        let share_as = format!("{share}?as=alice%40acme.example");
+        assert_eq!(
+            server
+                .post(&share_as, Some(ADMIN_TOKEN), r#"{"level":"full"}"#)
+                .await
+                .error(),
+            (403, "user_token_required".into())
+        );
+        assert_eq!(
+            server
+                .post(&share_as, Some(&token(ALICE)), r#"{"level":"full"}"#)
+                .await
+                .error(),
+            (403, "as_forbidden".into())
+        );
+        assert_eq!(
+            server
+                .post(&share, Some(&token("dave")), r#"{"level":"full"}"#)
+                .await
+                .error(),
+            (401, "unauthorized".into())
+        );
+        assert_eq!(
+            server
+                .post(&share, None, r#"{"level":"full"}"#)
+                .await
+                .error(),
+            (401, "unauthorized".into())
+        );
+        assert_eq!(
+            server
+                .delete(
+                    &format!("/api/v1/contacts/{}", engine::policy_contact_id("Globex")),
+                    None
+                )
+                .await
+                .status,
+            401
+        );
+        // An admin reading as alice sees what alice sees.
+        let a = server
+            .get(&format!("/api/v1/messages/{m1}"), Some(&token(ALICE)))
+            .await
+            .json();
+        let b = server
+            .get(
+                &format!("/api/v1/messages/{m1}?as=ALICE%40acme.example"),
+                Some(ADMIN_TOKEN),
+            )
+            .await
+            .json();
+        assert_eq!(a, b);
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_query_and_body_abuse_gets_4xx_json_never_500() {
+    deadline(async {
+        let server = team_server().await;
+        let tok = token(ALICE);
+        let m1 = message_id_key(case("m1"));
+        let client_a = engine::policy_contact_id("Client A");
+        let long = "a".repeat(10_000);
+        let cases: Vec<(String, u16, &str)> = vec![
+            (format!("/api/v1/messages/{long}"), 400, "invalid_id"),
+            (format!("/api/v1/contacts/{long}/timeline"), 400, "invalid_id"),
+            ("/api/v1/messages/%ff%fe".into(), 400, "bad_request"),
+            ("/api/v1/messages/%zz".into(), 400, "invalid_id"),
+            ("/api/v1/messages/..%2f..%2fetc".into(), 400, "invalid_id"),
+            ("/api/v1/messages/ABCDEF".into(), 400, "invalid_id"),
+            ("/api/v1/messages/abc%00def".into(), 400, "invalid_id"),
+            ("/api/v1/threads/x".into(), 400, "invalid_id"),
+            ("/api/v1/access-requests/zz/approve".into(), 405, "method_not_allowed"),
+            (format!("/api/v1/messages/{m1}/attachments/abc"), 400, "invalid_index"),
+            (format!("/api/v1/messages/{m1}/attachments/99999999999999999999"), 400, "invalid_index"),
+            (format!("/api/v1/messages/{m1}/attachments/-1"), 400, "invalid_index"),
+            (format!("/api/v1/messages/{m1}/attachments/5"), 404, "not_found"),
+            (format!("/api/v1/contacts/{client_a}/timeline?limit=-1"), 400, "invalid_limit"),
+            (format!("/api/v1/contacts/{client_a}/timeline?limit=0"), 400, "invalid_limit"),
+            (format!("/api/v1/contacts/{client_a}/timeline?limit=1e9"), 400, "invalid_limit"),
+            (format!("/api/v1/contacts/{client_a}/timeline?cursor=garbage"), 400, "invalid_cursor"),
+            (format!("/api/v1/contacts/{client_a}/timeline?cursor={long}"), 400, "invalid_cursor"),
+            (format!("/api/v1/contacts/{client_a}/timeline?cursor=%ff"), 400, "invalid_cursor"),
+            (format!("/api/v1/contacts/{client_a}/timeline?direction=sideways"), 400, "invalid_direction"),
+            (format!("/api/v1/contacts/{client_a}/timeline?limit=1&limit=2"), 400, "bad_request"),
+            (format!("/api/v1/contacts/{client_a}/timeline?bogus=1"), 400, "bad_request"),
+            ("/api/v1/contacts?cursor=NOTHEX".into(), 400, "invalid_cursor"),
+            (format!("/api/v1/contacts?q={long}"), 400, "invalid_query"),
+            ("/api/v1/search".into(), 400, "invalid_query"),
+            ("/api/v1/search?q=%20%20".into(), 400, "invalid_query"),
+            (format!("/api/v1/search?q={}", "a+".repeat(40)), 400, "invalid_query"),
+            ("/api/v1/access-requests?status=maybe".into(), 400, "invalid_status"),
+            ("/api/v1/nope".into(), 404, "no_route"),
+            ("/api/v1/messages".into(), 404, "no_route"),
+        ];
+        for (path, status, code) in cases {
+            let resp = server.get(&path, Some(&tok)).await;
+            let shown: String = path.chars().take(80).collect();
+            assert_eq!(resp.error(), (status, code.to_string()), "GET {shown}");
+        }
+        // Huge limits are clamped, not refused; odd but valid queries answer.
+        for path in [
+            format!("/api/v1/contacts/{client_a}/timeline?limit=99999999999999999999999999"),
+            "/api/v1/search?q=%ff%fe".into(),
+            "/api/v1/search?q=%25zz".into(),
+            format!("/api/v1/contacts/{client_a}/timeline?cursor=7fffffffffffffff{m1}"),
+        ] {
+            let resp = server.get(&path, Some(&tok)).await;
+            assert_eq!(resp.status, 200, "{path}: {}", resp.text());
+        }
+        // Bodies: too large 413, not JSON 415, malformed 400, wrong shape 422.
+        let share = format!("/api/v1/messages/{m1}/share");
+        let big = format!(r#"{{"level":"full","viewers":["{}"]}}"#, "x".repeat(100 * 1024));
+        assert_eq!(server.post(&share, Some(&tok), &big).await.error(), (413, "payload_too_large".into()));
+        let plain = format!("POST {share} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {tok}\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi");
+        assert_eq!(raw(server.addr, plain.as_bytes()).await.error(), (415, "unsupported_media_type".into()));
+        assert_eq!(server.post(&share, Some(&tok), "").await.error(), (400, "bad_request".into()));
+        let (status, _) = server.post(&share, Some(&tok), "[1,2]").await.error();
+        assert!(status == 400 || status == 422, "{status}");
+        assert_eq!(server.post(&share, Some(&tok), r#"{"level":"full","viewers":"x"}"#).await.error(), (422, "invalid_body".into()));
+        assert_eq!(server.post(&share, Some(&tok), "\u{0}\u{1}").await.error(), (400, "bad_request".into()));
+        // Methods a path does not serve.
+        assert_eq!(server.delete(&format!("/api/v1/messages/{m1}"), Some(&tok)).await.error(), (405, "method_not_allowed".into()));
+        // Bytes hyper refuses before any handler (raw non-ASCII in the
+        // request line): still a 4xx, never a 5xx.
+        let resp = raw(server.addr, b"GET /api/v1/messages/\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+        assert!((400..500).contains(&resp.status), "{}", resp.status);
+        server.stop().await;
+    })
+    .await;
+}
