@@ -40,7 +40,10 @@ fn config(tmp: &Path, listen: SocketAddr) -> PathBuf {
 }
 
 fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn spawn(cfg: &Path) -> (Serve, mpsc::Receiver<String>) {
@@ -55,7 +58,10 @@ fn spawn(cfg: &Path) -> (Serve, mpsc::Receiver<String>) {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             if tx.send(line).is_err() {
                 break;
             }
@@ -86,11 +92,18 @@ fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}\r\n"
+    )
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let status = buf.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 
@@ -112,7 +125,10 @@ fn serve_answers_the_api_with_the_demo_tokens_and_stops_on_sigterm() {
     let cfg = config(tmp.path(), addr);
     let (mut serve, rx) = spawn(&cfg);
     let lines = wait_for(&rx, "mailshare ready").unwrap_or_else(|l| panic!("never ready: {l:#?}"));
-    assert!(lines.iter().any(|l| l.contains("admin API listening")), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("admin API listening")),
+        "{lines:#?}"
+    );
     assert_eq!(get(addr, "/healthz", None).0, 200);
     assert_eq!(get(addr, "/readyz", None).0, 200);
     let (status, body) = get(addr, "/api/v1/contacts", Some("demo-alice"));
@@ -121,7 +137,11 @@ fn serve_answers_the_api_with_the_demo_tokens_and_stops_on_sigterm() {
     assert_eq!(get(addr, "/api/v1/contacts", None).0, 401);
     // Dave has left (status = "removed" in the demo policy).
     assert_eq!(get(addr, "/api/v1/contacts", Some("demo-dave")).0, 401);
-    let (status, _) = get(addr, "/api/v1/contacts?as=bob%40acme.example", Some("demo-admin"));
+    let (status, _) = get(
+        addr,
+        "/api/v1/contacts?as=bob%40acme.example",
+        Some("demo-admin"),
+    );
     assert_eq!(status, 200);
     let status = Command::new("kill")
         .args(["-TERM", &serve.0.id().to_string()])
@@ -129,7 +149,10 @@ fn serve_answers_the_api_with_the_demo_tokens_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success());
     assert!(wait_exit(&mut serve).success());
-    assert!(TcpStream::connect(addr).is_err(), "the port is closed after exit");
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the port is closed after exit"
+    );
 }
 
 #[test]
