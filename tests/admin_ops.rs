@@ -80,6 +80,9 @@ async fn server() -> Server {
 
 // ------------------------------------------------- Prometheus text format
 
+/// A sample's labels other than `le`, sorted: one histogram series.
+type LabelSet = Vec<(String, String)>;
+
 #[derive(Debug)]
 struct Sample {
     name: String,
@@ -232,8 +235,8 @@ fn parse_prometheus(text: &str) -> Result<(BTreeMap<String, String>, Vec<Sample>
         if t != "histogram" {
             continue;
         }
-        let mut series: BTreeMap<Vec<(String, String)>, Vec<(f64, f64)>> = BTreeMap::new();
-        let mut counts: BTreeMap<Vec<(String, String)>, f64> = BTreeMap::new();
+        let mut series: BTreeMap<LabelSet, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut counts: BTreeMap<LabelSet, f64> = BTreeMap::new();
         for s in samples
             .iter()
             .filter(|s| s.name.starts_with(family.as_str()))
@@ -510,6 +513,15 @@ fn every_example_in_the_document_matches_its_schema() {
     assert!(n >= 15, "{n} examples");
 }
 
+/// (method, route template, concrete path, token, body).
+type Call = (
+    &'static str,
+    &'static str,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_responses_match_the_documented_schemas_and_statuses() {
     tokio::time::timeout(Duration::from_secs(60), async {
@@ -527,7 +539,7 @@ async fn real_responses_match_the_documented_schemas_and_statuses() {
             v["thread_id"].as_str().unwrap().to_string()
         };
         // (method, template, concrete path, token, body)
-        let mut calls: Vec<(&str, &str, String, Option<String>, Option<String>)> = vec![
+        let mut calls: Vec<Call> = vec![
             ("GET", "/healthz", "/healthz".into(), None, None),
             ("GET", "/readyz", "/readyz".into(), None, None),
             (

@@ -772,13 +772,13 @@ fn access_requests_are_listed_both_ways_and_approval_grants_up_to_the_ceiling() 
         store
             .access_requests(ALICE, RequestRole::Owner, 10)
             .unwrap(),
-        [r1.clone()]
+        std::slice::from_ref(&r1)
     );
     assert_eq!(
         store
             .access_requests(BOB, RequestRole::Requester, 10)
             .unwrap(),
-        [r1.clone()]
+        std::slice::from_ref(&r1)
     );
     assert!(store
         .access_requests(BOB, RequestRole::Owner, 10)
