@@ -1156,10 +1156,24 @@ async fn access_requests_go_to_owners_and_approval_grants_up_to_the_ceiling() {
             ask(ERIN, "m4", r#"{}"#).await.error(),
             (404, "not_found".into())
         );
-        assert_eq!(
-            ask(ERIN, "m6", r#"{"level":"full"}"#).await.error(),
-            (422, "above_ceiling".into())
-        );
+        // Above the ceiling is accepted (refusing would reveal the ceiling);
+        // approval caps the grant at it.
+        let capped = ask(ERIN, "m6", r#"{"level":"full"}"#).await;
+        assert_eq!(capped.status, 201, "{}", capped.text());
+        let capped_id = capped.json()["id"].as_str().unwrap().to_string();
+        let granted = post(
+            ALICE,
+            format!("/api/v1/access-requests/{capped_id}/approve"),
+            "",
+        )
+        .await
+        .json();
+        assert_eq!(granted["granted"], M, "m6 is capped at metadata");
+        let m6 = message_id_key(case("m6"));
+        let seen = server
+            .get(&format!("/api/v1/messages/{m6}"), Some(&token(ERIN)))
+            .await;
+        assert_eq!(seen.json()["level"], M);
         assert_eq!(
             ask(ERIN, "m8", r#"{"note": "x\u0000y"}"#).await.error(),
             (422, "invalid_note".into())

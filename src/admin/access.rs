@@ -3,9 +3,10 @@
 //! requested level, capped by the ceiling then) or denies.
 //!
 //! Decisions: asking needs a user token and a message the asker sees (else
-//! 404), a level above what they see (else 409 `already_visible`) and not
-//! above the ceiling (else 422). One pending request per asker and message
-//! (409). Approving or denying: an owner of the message (the asker gets 403
+//! 404) and a level above what they see (else 409 `already_visible`). It is
+//! not checked against the ceiling: refusing would tell the asker how much
+//! is stored, which their level does not show; approval caps the grant at
+//! the ceiling instead. One pending request per asker and message (409). Approving or denying: an owner of the message (the asker gets 403
 //! `not_owner`; anyone else 404, the request is not theirs to know of);
 //! decided already: 409. A request never shows the message's owners (some
 //! may be hidden from the asker by read rule 3).
@@ -76,15 +77,6 @@ pub async fn create(
                 return Err(ApiError::conflict(
                     "already_visible",
                     "you already see this message at that level",
-                ));
-            }
-            if level > record.ceiling() {
-                return Err(ApiError::unprocessable(
-                    "above_ceiling",
-                    format!(
-                        "level {level} is above the message's ceiling ({})",
-                        record.ceiling()
-                    ),
                 ));
             }
             let req = AccessRequest {

@@ -83,7 +83,7 @@ impl FromRequestParts<AdminState> for Caller {
         let policy = state.gateway().policy.current();
         // Every admin hash is compared (no early exit), then every user's.
         let mut admin = false;
-        for h in &state.admin_tokens() {
+        for h in state.admin_tokens() {
             admin |= constant_time_eq(h, &hash);
         }
         let user = policy.user_by_token_hash(&hash);

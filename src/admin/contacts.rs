@@ -16,6 +16,7 @@ use crate::engine::{can_open_contact, visible, ContactState, Level, Policy, View
 use crate::store::{Store, StoredContact};
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -282,7 +283,7 @@ pub async fn timeline(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<TimelineQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let viewer = caller.viewer()?;
     page::id(&id)?;
     let limit = page::limit(query.limit.as_deref())?;
@@ -304,7 +305,7 @@ pub async fn timeline(
                 limit,
                 budget,
                 |r| {
-                    let view = visible(&policy, &viewer, r);
+                    let view = visible(&policy, &viewer, &r);
                     if view.level == Level::Hidden {
                         return Ok(Pick::Hidden);
                     }
@@ -312,17 +313,18 @@ pub async fn timeline(
                         return Ok(Pick::Skipped);
                     }
                     if let Some(t) = &terms {
-                        if !t.matches(store, r, view.level)? {
+                        if !t.matches(store, &r, view.level)? {
                             return Ok(Pick::Skipped);
                         }
                     }
-                    Ok(Pick::Take(Value::Object(render::entry(r, &view))))
+                    Ok(Pick::Take((r, view)))
                 },
             )?;
-            Ok(Json(json!({
-                "entries": page.items,
-                "next_cursor": page.next.map(|c| c.encode()),
-            })))
+            Ok(render::entry_page(
+                "entries",
+                &page.items,
+                page.next.map(|c| c.encode()),
+            ))
         })
         .await
 }

@@ -8,7 +8,7 @@ use super::render;
 use super::search::{Terms, SEARCH_BUDGET};
 use super::AdminState;
 use crate::engine::{self, visible, Grant, Level, Record, View, Viewer};
-use crate::store::{Cursor, Store};
+use crate::store::Store;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
@@ -53,21 +53,21 @@ pub async fn get_one(
     State(state): State<AdminState>,
     caller: Caller,
     ApiPath(id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let viewer = caller.viewer()?;
     page::id(&id)?;
     let policy = caller.policy.clone();
     state
         .blocking(move |store| {
             let (r, view) = load_visible(store, &policy, &viewer, &id)?;
-            let mut m = render::entry(&r, &view);
+            let mut entry = render::Entry::new(&r, &view);
             if view.level == Level::Full {
                 let c = r.content.as_ref();
                 let text = body_text(store, c.and_then(|c| c.text.as_ref()))?;
                 let html = body_text(store, c.and_then(|c| c.html.as_ref()))?;
-                render::add_content(&mut m, &r, text, html);
+                entry = entry.with_content(&r, text, html);
             }
-            Ok(Json(Value::Object(m)))
+            Ok(render::json(&entry))
         })
         .await
 }
@@ -153,7 +153,7 @@ pub async fn thread(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
     ApiQuery(query): ApiQuery<ThreadQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let viewer = caller.viewer()?;
     page::id(&id)?;
     let limit = page::limit(query.limit.as_deref())?;
@@ -173,29 +173,23 @@ pub async fn thread(
                 return Err(ApiError::not_found());
             }
             let after_key = after.as_ref().map(|c| (c.date(), c.id().to_string()));
-            let mut rest = visible
-                .iter()
+            let mut rest: Vec<(Record, View)> = visible
+                .into_iter()
                 .filter(|(r, _)| {
                     after_key
                         .as_ref()
                         .is_none_or(|(d, i)| (r.date, &r.id) > (*d, i))
                 })
-                .take(limit + 1);
-            let mut entries = Vec::new();
-            let mut last: Option<Cursor> = None;
-            let mut more = false;
-            for (r, v) in rest.by_ref() {
-                if entries.len() == limit {
-                    more = true;
-                    break;
-                }
-                entries.push(Value::Object(render::entry(r, v)));
-                last = Some(page::position(r));
-            }
-            Ok(Json(json!({
-                "entries": entries,
-                "next_cursor": if more { last.map(|c| c.encode()) } else { None },
-            })))
+                .take(limit + 1)
+                .collect();
+            let more = rest.len() > limit;
+            rest.truncate(limit);
+            let next = if more {
+                rest.last().map(|(r, _)| page::position(r).encode())
+            } else {
+                None
+            };
+            Ok(render::entry_page("entries", &rest, next))
         })
         .await
 }
@@ -329,7 +323,7 @@ pub async fn search(
     State(state): State<AdminState>,
     caller: Caller,
     ApiQuery(query): ApiQuery<SearchQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let viewer = caller.viewer()?;
     let terms = Terms::parse(query.q.as_deref().unwrap_or(""))?;
     let limit = page::limit(query.limit.as_deref())?;
@@ -344,22 +338,23 @@ pub async fn search(
                 limit,
                 SEARCH_BUDGET,
                 |r| {
-                    let view = visible(&policy, &viewer, r);
+                    let view = visible(&policy, &viewer, &r);
                     if view.level == Level::Hidden {
                         return Ok(Pick::Hidden);
                     }
                     if direction.is_some_and(|d| d != r.direction)
-                        || !terms.matches(store, r, view.level)?
+                        || !terms.matches(store, &r, view.level)?
                     {
                         return Ok(Pick::Skipped);
                     }
-                    Ok(Pick::Take(Value::Object(render::entry(r, &view))))
+                    Ok(Pick::Take((r, view)))
                 },
             )?;
-            Ok(Json(json!({
-                "results": page.items,
-                "next_cursor": page.next.map(|c| c.encode()),
-            })))
+            Ok(render::entry_page(
+                "results",
+                &page.items,
+                page.next.map(|c| c.encode()),
+            ))
         })
         .await
 }

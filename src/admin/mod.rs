@@ -88,14 +88,13 @@ impl AdminState {
     }
 
     /// The admin token hashes of the configuration (none without `[admin]`).
-    pub(crate) fn admin_tokens(&self) -> Vec<[u8; 32]> {
+    pub(crate) fn admin_tokens(&self) -> &[[u8; 32]] {
         self.inner
             .gateway
             .config
             .admin
             .as_ref()
-            .map(|a| a.admin_tokens_sha256.clone())
-            .unwrap_or_default()
+            .map_or(&[][..], |a| &a.admin_tokens_sha256)
     }
 
     /// Run blocking store work off the async workers.

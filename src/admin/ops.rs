@@ -8,7 +8,7 @@
 use super::{AdminState, OPENAPI_JSON};
 use crate::metrics::histogram_vec;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -91,7 +91,14 @@ fn status_class(s: StatusCode) -> &'static str {
 pub async fn track(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let method = method_label(req.method());
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    // Responses carry mail data for one viewer: never cached by anyone
+    // else, never sniffed into another type.
+    let h = resp.headers_mut();
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("private, no-store"));
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
     let route = resp.extensions().get::<RouteLabel>().cloned();
     let route = route.as_ref().map_or("unmatched", |r| &r.0);
     let class = status_class(resp.status());

@@ -106,7 +106,7 @@ pub fn fill<T>(
     start: Option<Cursor>,
     limit: usize,
     budget: usize,
-    mut pick: impl FnMut(&Record) -> Result<Pick<T>, ApiError>,
+    mut pick: impl FnMut(Record) -> Result<Pick<T>, ApiError>,
 ) -> Result<Page<T>, ApiError> {
     let budget = budget.max(limit + 1);
     let chunk = (limit + 1).clamp(32, 256);
@@ -116,7 +116,8 @@ pub fn fill<T>(
     let mut at = start;
     loop {
         let (records, next) = fetch(at.as_ref(), chunk)?;
-        for r in &records {
+        for r in records {
+            let at_r = position(&r);
             match pick(r)? {
                 Pick::Hidden => continue,
                 Pick::Skipped => {}
@@ -129,7 +130,7 @@ pub fn fill<T>(
                         });
                     }
                     items.push(t);
-                    last_taken = Some(position(r));
+                    last_taken = Some(at_r.clone());
                 }
             }
             examined += 1;
@@ -137,7 +138,7 @@ pub fn fill<T>(
                 // The last visible record examined: the next page starts after it.
                 return Ok(Page {
                     items,
-                    next: Some(position(r)),
+                    next: Some(at_r),
                 });
             }
         }

@@ -4,7 +4,10 @@
 
 use crate::engine::{Level, Mailbox, Record, View};
 use crate::store::{AccessRequest, StoredContact};
-use serde_json::{json, Map, Value};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{json, Value};
 
 /// RFC 3339 UTC (`2026-11-20T09:14:00Z`) from Unix seconds.
 pub fn rfc3339(secs: i64) -> String {
@@ -34,69 +37,162 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-fn mailbox(m: &Mailbox) -> Value {
-    json!({ "address": m.address, "name": m.name })
+/// A mailbox as JSON: `{"address", "name"}`.
+#[derive(Serialize)]
+pub struct MailboxJson<'a> {
+    address: &'a str,
+    name: Option<&'a str>,
 }
 
-/// A timeline entry (also a search result and a thread entry) at the view's
-/// level. The caller has checked `view.level > Hidden`.
-pub fn entry(r: &Record, view: &View) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(r.id));
-    m.insert("thread_id".into(), json!(r.thread_id));
-    m.insert("date".into(), json!(rfc3339(r.date)));
-    m.insert("direction".into(), json!(r.direction.as_str()));
-    m.insert("level".into(), json!(view.level.as_str()));
-    m.insert("from".into(), r.from.as_ref().map_or(Value::Null, mailbox));
-    m.insert("to".into(), r.to.iter().map(mailbox).collect());
-    m.insert("cc".into(), r.cc.iter().map(mailbox).collect());
-    if view.participant {
-        // Blind recipients only as the view allows (a participant's own).
-        let bcc: Vec<Value> = view
-            .bcc
-            .iter()
-            .map(|a| match r.bcc.iter().find(|b| &b.address == a) {
-                Some(b) => mailbox(b),
-                None => json!({ "address": a, "name": null }),
-            })
-            .collect();
-        m.insert("bcc".into(), Value::Array(bcc));
+fn mailbox(m: &Mailbox) -> MailboxJson<'_> {
+    MailboxJson {
+        address: &m.address,
+        name: m.name.as_deref(),
     }
-    m.insert("message_id".into(), json!(format!("<{}>", r.message_id)));
-    m.insert("owners".into(), json!(view.owners));
-    m.insert("size".into(), json!(r.size));
-    m.insert("attachment_count".into(), json!(r.attachment_count));
-    if view.level >= Level::Subject {
-        m.insert("subject".into(), json!(r.subject));
-    }
-    m
 }
 
-/// The `full` part of a message: bodies (already read) and attachment
-/// descriptions. Only called at level full.
-pub fn add_content(
-    m: &mut Map<String, Value>,
-    r: &Record,
-    text: Option<String>,
-    html: Option<String>,
-) {
-    m.insert("text".into(), json!(text));
-    m.insert("html".into(), json!(html));
-    let attachments: Vec<Value> = r
-        .content
-        .iter()
-        .flat_map(|c| c.attachments.iter())
-        .enumerate()
-        .map(|(i, a)| {
-            json!({
-                "index": i,
-                "name": a.name,
-                "content_type": a.content_type,
-                "size": a.size,
-            })
-        })
-        .collect();
-    m.insert("attachments".into(), Value::Array(attachments));
+/// One attachment's description (level full).
+#[derive(Serialize)]
+pub struct AttachmentJson<'a> {
+    index: usize,
+    name: Option<&'a str>,
+    content_type: &'a str,
+    size: u64,
+}
+
+/// A timeline entry (also a search result and a thread entry) and, with
+/// [`Entry::with_content`], the message object of `GET /messages/{id}`.
+/// Built only from a record and the [`View`] the engine gave: a field above
+/// the view's level is `None` and absent from the JSON (an outer `Some`
+/// with an inner `None` is a present `null`, e.g. a missing subject).
+#[derive(Serialize)]
+pub struct Entry<'a> {
+    id: &'a str,
+    thread_id: &'a str,
+    date: String,
+    direction: &'static str,
+    level: &'static str,
+    from: Option<MailboxJson<'a>>,
+    to: Vec<MailboxJson<'a>>,
+    cc: Vec<MailboxJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bcc: Option<Vec<MailboxJson<'a>>>,
+    message_id: String,
+    owners: &'a [String],
+    size: u64,
+    attachment_count: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    html: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attachments: Option<Vec<AttachmentJson<'a>>>,
+}
+
+impl<'a> Entry<'a> {
+    /// The entry at the view's level. The caller has checked
+    /// `view.level > Hidden`.
+    pub fn new(r: &'a Record, view: &'a View) -> Entry<'a> {
+        // Blind recipients only as the view allows (a participant's own),
+        // and the key only for participants.
+        let bcc = view.participant.then(|| {
+            view.bcc
+                .iter()
+                .map(|a| match r.bcc.iter().find(|b| &b.address == a) {
+                    Some(b) => mailbox(b),
+                    None => MailboxJson {
+                        address: a,
+                        name: None,
+                    },
+                })
+                .collect()
+        });
+        Entry {
+            id: &r.id,
+            thread_id: &r.thread_id,
+            date: rfc3339(r.date),
+            direction: r.direction.as_str(),
+            level: view.level.as_str(),
+            from: r.from.as_ref().map(mailbox),
+            to: r.to.iter().map(mailbox).collect(),
+            cc: r.cc.iter().map(mailbox).collect(),
+            bcc,
+            message_id: format!("<{}>", r.message_id),
+            owners: &view.owners,
+            size: r.size,
+            attachment_count: r.attachment_count,
+            subject: (view.level >= Level::Subject).then_some(r.subject.as_deref()),
+            text: None,
+            html: None,
+            attachments: None,
+        }
+    }
+
+    /// Add the `full` part: bodies (already read) and attachment
+    /// descriptions. Only at level full.
+    pub fn with_content(
+        mut self,
+        r: &'a Record,
+        text: Option<String>,
+        html: Option<String>,
+    ) -> Self {
+        debug_assert_eq!(self.level, Level::Full.as_str());
+        self.text = Some(text);
+        self.html = Some(html);
+        self.attachments = Some(
+            r.content
+                .iter()
+                .flat_map(|c| c.attachments.iter())
+                .enumerate()
+                .map(|(index, a)| AttachmentJson {
+                    index,
+                    name: a.name.as_deref(),
+                    content_type: &a.content_type,
+                    size: a.size,
+                })
+                .collect(),
+        );
+        self
+    }
+}
+
+/// A page of entries: `{"<field>": [...], "next_cursor": …}` for timelines
+/// and threads (`entries`) or search (`results`), serialized at once.
+pub fn entry_page(field: &str, items: &[(Record, View)], next: Option<String>) -> Response {
+    #[derive(Serialize)]
+    struct Page<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        entries: Option<Vec<Entry<'a>>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        results: Option<Vec<Entry<'a>>>,
+        next_cursor: Option<String>,
+    }
+    let list: Vec<Entry<'_>> = items.iter().map(|(r, v)| Entry::new(r, v)).collect();
+    let page = if field == "results" {
+        Page {
+            entries: None,
+            results: Some(list),
+            next_cursor: next,
+        }
+    } else {
+        Page {
+            entries: Some(list),
+            results: None,
+            next_cursor: next,
+        }
+    };
+    json(&page)
+}
+
+/// A 200 JSON response serialized here (off the async workers when called
+/// in a blocking closure).
+pub fn json<T: Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => super::error::ApiError::internal(e).into_response(),
+    }
 }
 
 /// A contact as listed: `{"id","kind","name","addresses","domains","organization_id"}`.
