@@ -1630,11 +1630,14 @@ async fn tokens_missing_invalid_removed_and_as_misuse_are_refused() {
                 .status,
             401
         );
-        // An admin reading as alice sees what alice sees.
-        let a = server
+        // Responses are private to their viewer.
+        let r = server
             .get(&format!("/api/v1/messages/{m1}"), Some(&token(ALICE)))
-            .await
-            .json();
+            .await;
+        assert_eq!(r.header("cache-control"), Some("private, no-store"));
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+        // An admin reading as alice sees what alice sees.
+        let a = r.json();
         let b = server
             .get(
                 &format!("/api/v1/messages/{m1}?as=ALICE%40acme.example"),
