@@ -211,6 +211,21 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
 
         // --- admin API (issue 3) -------------------------------------------
+        if let Some(admin) = &config.admin {
+            let listener = tokio::net::TcpListener::bind(admin.listen)
+                .await
+                .with_context(|| format!("binding the admin API on {}", admin.listen))?;
+            let state = crate::admin::AdminState::new(gateway.clone())
+                .context("registering the admin API metrics")?;
+            let bound = listener.local_addr().map_or(admin.listen, |a| a);
+            tracing::info!(listen = %bound, "admin API listening");
+            let shutdown = services.shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            }));
+        }
 
         // --- SMTP submission relay (issue 4) ---------------------------------
 

@@ -10,6 +10,7 @@
 //! | [`store`] | the narrow [`store::Store`] trait and its sled backend, blobs, group commit |
 //! | [`config`] | `mailshare.toml` and `policy.toml`: parsing, validation, diagnostics |
 //! | [`diag`] | `file:line:column: message` diagnostics shared by config checks |
+//! | [`admin`] | the JSON HTTP API: tokens, per-level views, timelines, search, sharing, metrics |
 //! | [`ingest`] | the capture path shared by `mailshare ingest` and the protocol adapters |
 //! | [`gateway`] | run-time state the adapters share: store, policy in force, capture service, budget |
 //! | [`metrics`] | the Prometheus registry and the shared metrics |
@@ -19,10 +20,12 @@
 //! | [`app`] | composition root: commands that load config, open the store, serve |
 //! | [`logging`] | tracing subscriber: human or JSON, level from config or `RUST_LOG` |
 //!
-//! Dependencies point one way: `ingest → store, mail, engine`; `store → engine`;
+//! Dependencies point one way: `admin → gateway, engine, store, metrics`;
+//! `ingest → store, mail, engine`; `store → engine`;
 //! `mail → engine`; `config → engine, diag`; `engine → diag` at most.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod control;

@@ -8,7 +8,8 @@ mod common;
 use common::*;
 use mailshare::engine::{self, ContactState, Direction, Grant, Level};
 use mailshare::store::{
-    sha256_hex, CaptureInput, Cursor, SledStore, Store, StoreError, StoreOptions,
+    sha256_hex, AccessRequest, CaptureInput, Cursor, RequestRole, RequestStatus, SledStore, Store,
+    StoreError, StoreOptions,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -572,7 +573,11 @@ fn leftover_files_are_swept_at_open() {
 #[test]
 fn concurrent_captures_share_flushes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(open(dir.path()));
+    // A lingering flusher gathers every writer waiting at the time, so the
+    // grouping does not depend on how the machine schedules the threads.
+    let mut opts = options();
+    opts.max_batch_delay = std::time::Duration::from_millis(20);
+    let store = Arc::new(SledStore::open(dir.path(), opts).unwrap());
     let p = Arc::new(policy());
     let threads = 8;
     let per_thread = 40;
@@ -652,4 +657,191 @@ fn default_options_are_documented_values() {
     let o = StoreOptions::default();
     assert_eq!(o.cache_capacity_bytes, 64 * 1024 * 1024);
     assert!(o.max_batch_delay <= std::time::Duration::from_millis(2));
+}
+
+#[test]
+fn recent_lists_every_visible_record_newest_first_with_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    for i in 0..5i64 {
+        let m = Mail::new(
+            &format!("r{i}@acme.example"),
+            1_700_000_000 + i,
+            "carol@client.example",
+            "x",
+        );
+        store
+            .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Full)))
+            .unwrap();
+    }
+    // A hidden record (an owner's override) is in no index.
+    let h = Mail::new(
+        "rh@acme.example",
+        1_800_000_000,
+        "carol@client.example",
+        "x",
+    );
+    store
+        .capture(
+            &p,
+            h.input(&h.content(), override_copy(ALICE, OUT, Level::Hidden)),
+        )
+        .unwrap();
+    let (first, next) = store.recent(None, 3).unwrap();
+    let dates: Vec<i64> = first.iter().map(|r| r.date).collect();
+    assert_eq!(dates, [1_700_000_004, 1_700_000_003, 1_700_000_002]);
+    let next = Cursor::decode(&next.unwrap().encode()).unwrap();
+    let (rest, end) = store.recent(Some(&next), 3).unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(end.is_none());
+    // Hiding a record later takes it out of the index.
+    store
+        .set_override(&p, &first[0].id, ALICE, Level::Hidden)
+        .unwrap();
+    assert_eq!(store.recent(None, 10).unwrap().0.len(), 4);
+    assert_consistent(&store);
+}
+
+#[test]
+fn a_version_1_store_gains_the_recent_index_when_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy();
+    {
+        let store = open(dir.path());
+        let m = Mail::new(
+            "v1@acme.example",
+            1_700_000_000,
+            "carol@client.example",
+            "x",
+        );
+        store
+            .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Full)))
+            .unwrap();
+    }
+    {
+        // Make it look like version 1: no `n:` entries, schema "1".
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let keys: Vec<_> = db.scan_prefix("n:").keys().map(Result::unwrap).collect();
+        assert_eq!(keys.len(), 1);
+        for k in keys {
+            db.remove(k).unwrap();
+        }
+        db.insert("meta:schema", "1").unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(store.recent(None, 10).unwrap().0.len(), 1);
+    assert_consistent(&store);
+}
+
+fn request(id: &str, message: &str, requester: &str, created: i64) -> AccessRequest {
+    AccessRequest {
+        id: id.into(),
+        message: message.into(),
+        requester: requester.into(),
+        owners: vec![ALICE.into()],
+        level: Level::Full,
+        note: Some("please".into()),
+        status: RequestStatus::Pending,
+        created,
+        decided_by: None,
+        decided_at: None,
+        granted: None,
+    }
+}
+
+#[test]
+fn access_requests_are_listed_both_ways_and_approval_grants_up_to_the_ceiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let m = Mail::new(
+        "ar@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "x",
+    );
+    store
+        .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Subject)))
+        .unwrap();
+    let r1 = request("aa01", &m.id(), BOB, 10);
+    store.create_access_request(&r1).unwrap();
+    // One pending request per requester and message.
+    assert!(matches!(
+        store.create_access_request(&request("aa02", &m.id(), BOB, 11)),
+        Err(StoreError::DuplicateRequest { existing }) if existing == "aa01"
+    ));
+    assert_eq!(
+        store
+            .access_requests(ALICE, RequestRole::Owner, 10)
+            .unwrap(),
+        std::slice::from_ref(&r1)
+    );
+    assert_eq!(
+        store
+            .access_requests(BOB, RequestRole::Requester, 10)
+            .unwrap(),
+        std::slice::from_ref(&r1)
+    );
+    assert!(store
+        .access_requests(BOB, RequestRole::Owner, 10)
+        .unwrap()
+        .is_empty());
+
+    // Only an owner decides.
+    assert!(matches!(
+        store.decide_access_request("aa01", BOB, true, 20),
+        Err(StoreError::NotOwner { .. })
+    ));
+    let done = store
+        .decide_access_request("aa01", ALICE, true, 20)
+        .unwrap();
+    assert_eq!(done.status, RequestStatus::Approved);
+    assert_eq!(done.granted, Some(Level::Subject), "capped by the ceiling");
+    let rec = store.message(&m.id()).unwrap().unwrap();
+    assert_eq!(
+        rec.grants,
+        [Grant {
+            viewer: BOB.into(),
+            level: Level::Subject,
+            by: ALICE.into()
+        }]
+    );
+    assert!(matches!(
+        store.decide_access_request("aa01", ALICE, false, 21),
+        Err(StoreError::AlreadyDecided { .. })
+    ));
+    assert_eq!(store.access_request("aa01").unwrap(), Some(done));
+
+    // Decided, so a new request may be made; a denial grants nothing more.
+    store
+        .create_access_request(&request("aa03", &m.id(), BOB, 30))
+        .unwrap();
+    let denied = store
+        .decide_access_request("aa03", ALICE, false, 31)
+        .unwrap();
+    assert_eq!(denied.status, RequestStatus::Denied);
+    assert_eq!(store.message(&m.id()).unwrap().unwrap().grants.len(), 1);
+    let mine: Vec<String> = store
+        .access_requests(BOB, RequestRole::Requester, 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(mine, ["aa03", "aa01"], "newest first");
+    assert!(matches!(
+        store.decide_access_request("nope", ALICE, true, 1),
+        Err(StoreError::NoSuchRequest { .. })
+    ));
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(
+        store
+            .access_requests(ALICE, RequestRole::Owner, 10)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_consistent(&store);
 }

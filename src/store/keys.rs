@@ -12,10 +12,15 @@
 //! | `m:<message id>` | the [`Record`](crate::engine::Record), compact JSON |
 //! | `t:<contact id>\0<inverted date BE>` + message id | empty: timeline, newest first |
 //! | `h:<thread id>\0<date BE>` + message id | empty: thread, oldest first |
+//! | `n:<inverted date BE>` + message id | empty: every visible record, newest first (search) |
 //! | `c:<contact id>` | the [`StoredContact`](super::StoredContact), JSON |
 //! | `x:<contact id>` | empty: tombstone of a deleted contact |
 //! | `a:<address>` / `d:<domain>` | contact id owning the address / domain |
 //! | `b:<sha256 hex>` | refcount u64 BE + blob size u64 BE |
+//! | `q:<request id>` | an [`AccessRequest`](super::AccessRequest), JSON |
+//! | `qo:<owner>\0<inverted created BE>` + request id | empty: requests to an owner, newest first |
+//! | `qr:<requester>\0<inverted created BE>` + request id | empty: requests by a viewer, newest first |
+//! | `qp:<message id>\0<requester>` | request id of the requester's pending request on a message |
 //!
 //! Dates are signed Unix seconds mapped to u64 by flipping the sign bit, so
 //! that byte order is numeric order (and `!` of that is newest first). Ids are
@@ -24,8 +29,9 @@
 
 use super::StoreError;
 
-/// The on-disk schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The on-disk schema this build reads and writes. Version 1 lacked the
+/// `n:` index; opening a version 1 store builds it (see `sled::check_schema`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 pub(crate) const SCHEMA: &[u8] = b"meta:schema";
 pub(crate) const MESSAGES: &[u8] = b"meta:messages";
@@ -41,6 +47,11 @@ pub(crate) const TOMBSTONE: &[u8] = b"x:";
 pub(crate) const ADDRESS: &[u8] = b"a:";
 pub(crate) const DOMAIN: &[u8] = b"d:";
 pub(crate) const REFCOUNT: &[u8] = b"b:";
+pub(crate) const RECENT: &[u8] = b"n:";
+pub(crate) const REQUEST: &[u8] = b"q:";
+pub(crate) const REQUESTS_TO_OWNER: &[u8] = b"qo:";
+pub(crate) const REQUESTS_BY_VIEWER: &[u8] = b"qr:";
+pub(crate) const PENDING_REQUEST: &[u8] = b"qp:";
 
 /// Longest id (message, thread, contact) or address accepted in a key.
 pub(crate) const MAX_ID_LEN: usize = 512;
@@ -131,6 +142,44 @@ pub(crate) fn thread(thread_id: &str, date: i64, message_id: &str) -> Vec<u8> {
             &ordered_date(date).to_be_bytes(),
             message_id.as_bytes(),
         ],
+    )
+}
+
+/// One entry of the all-messages index; iterating `RECENT` forward gives
+/// newest first.
+pub(crate) fn recent(date: i64, message_id: &str) -> Vec<u8> {
+    let inv = !ordered_date(date);
+    cat(RECENT, &[&inv.to_be_bytes(), message_id.as_bytes()])
+}
+
+pub(crate) fn request(id: &str) -> Vec<u8> {
+    cat(REQUEST, &[id.as_bytes()])
+}
+
+/// `qo:<user>\0` or `qr:<user>\0`: one user's request index.
+pub(crate) fn request_index_prefix(table: &[u8], user: &str) -> Vec<u8> {
+    cat(table, &[user.as_bytes(), &[0]])
+}
+
+/// One entry of a request index, newest first.
+pub(crate) fn request_index(table: &[u8], user: &str, created: i64, request_id: &str) -> Vec<u8> {
+    let inv = !ordered_date(created);
+    cat(
+        table,
+        &[
+            user.as_bytes(),
+            &[0],
+            &inv.to_be_bytes(),
+            request_id.as_bytes(),
+        ],
+    )
+}
+
+/// The requester's pending request on a message (one at a time).
+pub(crate) fn pending_request(message_id: &str, requester: &str) -> Vec<u8> {
+    cat(
+        PENDING_REQUEST,
+        &[message_id.as_bytes(), &[0], requester.as_bytes()],
     )
 }
 

@@ -175,6 +175,64 @@ impl FromStr for Cursor {
     }
 }
 
+/// Where an access request stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestStatus {
+    Pending,
+    Approved,
+    Denied,
+}
+
+impl RequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestStatus::Pending => "pending",
+            RequestStatus::Approved => "approved",
+            RequestStatus::Denied => "denied",
+        }
+    }
+}
+
+/// A viewer's request for more of a message than they see (read rule 5).
+/// Its owners (as of the request) see it and approve or deny it; approval
+/// adds a [`Grant`] in the same durable write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRequest {
+    /// Random, lowercase hex; chosen by the caller.
+    pub id: String,
+    /// The message's id (`engine::message_key`).
+    pub message: String,
+    /// The asking viewer's primary address.
+    pub requester: String,
+    /// The message's owners when the request was made: whom it is listed to.
+    pub owners: Vec<String>,
+    /// The level asked for.
+    pub level: Level,
+    /// A short note from the requester to the owners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub status: RequestStatus,
+    /// Unix seconds.
+    pub created: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_at: Option<i64>,
+    /// On approval: the level granted (the request's level, capped by the ceiling then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted: Option<Level>,
+}
+
+/// Which side of access requests to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestRole {
+    /// Requests listed to this user as an owner.
+    Owner,
+    /// Requests this user made.
+    Requester,
+}
+
 /// Counts for `/metrics` and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct StoreStats {
@@ -274,6 +332,14 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
+    #[error("no access request {id}")]
+    NoSuchRequest { id: String },
+    /// The access request was already approved or denied.
+    #[error("access request {id} was already decided")]
+    AlreadyDecided { id: String },
+    /// The requester already has a pending request on this message.
+    #[error("a pending access request {existing} exists for this message")]
+    DuplicateRequest { existing: String },
 }
 
 /// A narrow, blocking store. Every mutating method returns only when its
@@ -290,6 +356,10 @@ pub trait Store: Send + Sync {
 
     /// One record by id, hidden ones included (the reader applies `engine::visible`).
     fn message(&self, id: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Every record that is not hidden, newest first, `limit` after
+    /// `before`: the scan order of search. Cursors are those of `timeline`.
+    fn recent(&self, before: Option<&Cursor>, limit: usize) -> Result<TimelinePage, StoreError>;
 
     /// A contact's timeline, newest first, `limit` records after `before`
     /// (a cursor from a previous page). The cursor is `None` on the last page.
@@ -336,6 +406,34 @@ pub trait Store: Send + Sync {
 
     /// Add (or replace, per viewer) a grant on a message.
     fn add_grant(&self, id: &str, grant: Grant) -> Result<Record, StoreError>;
+
+    /// Record a new access request, listed to each of `request.owners` and to
+    /// its requester. `DuplicateRequest` when the requester already has a
+    /// pending request on the message; `InvalidId` for unusable ids.
+    fn create_access_request(&self, request: &AccessRequest) -> Result<(), StoreError>;
+
+    /// One access request by id.
+    fn access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError>;
+
+    /// A user's requests on one side, newest first, at most `limit`.
+    fn access_requests(
+        &self,
+        user: &str,
+        role: RequestRole,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, StoreError>;
+
+    /// Approve or deny a pending request as `decider`, who must be a current
+    /// owner of the message (`NotOwner` otherwise). Approval grants the
+    /// requester the requested level capped by the record's ceiling, in the
+    /// same durable write. `AlreadyDecided` when it is not pending.
+    fn decide_access_request(
+        &self,
+        id: &str,
+        decider: &str,
+        approve: bool,
+        now: i64,
+    ) -> Result<AccessRequest, StoreError>;
 
     /// A reader over a blob's bytes; `None` when there is no such blob.
     fn open_blob(&self, sha256: &str) -> Result<Option<BlobReader>, StoreError>;

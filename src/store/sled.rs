@@ -31,8 +31,8 @@ use super::blobs::{self, content_refs, is_sha256_hex, BlobDir, BlobFile};
 use super::commit::GroupCommit;
 use super::keys::{self, check_id};
 use super::{
-    BackupReport, BlobReader, CaptureInput, CaptureOutcome, Cursor, Store, StoreError,
-    StoreOptions, StoreStats, StoredContact, TimelinePage,
+    AccessRequest, BackupReport, BlobReader, CaptureInput, CaptureOutcome, Cursor, RequestRole,
+    RequestStatus, Store, StoreError, StoreOptions, StoreStats, StoredContact, TimelinePage,
 };
 use crate::engine::facts::domain_of;
 use crate::engine::policy::ContactKind;
@@ -341,6 +341,7 @@ fn check_schema(path: &Path, db: &Db) -> Result<(), StoreError> {
     let supported = keys::SCHEMA_VERSION;
     match db.get(keys::SCHEMA)? {
         Some(v) if v.as_ref() == supported.to_string().as_bytes() => Ok(()),
+        Some(v) if v.as_ref() == b"1" => migrate_v1(db),
         Some(v) => Err(StoreError::Schema {
             path: path.to_path_buf(),
             found: String::from_utf8_lossy(&v).into_owned(),
@@ -357,6 +358,27 @@ fn check_schema(path: &Path, db: &Db) -> Result<(), StoreError> {
             supported,
         }),
     }
+}
+
+/// Version 1 → 2: build the `n:` (all records, newest first) index, then
+/// record the new version, in one batch.
+fn migrate_v1(db: &Db) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    let mut indexed = 0usize;
+    for entry in db.scan_prefix(keys::RECORD) {
+        let (k, v) = entry?;
+        let id = String::from_utf8_lossy(&k[keys::RECORD.len()..]).into_owned();
+        let r = decode_record(&id, &v)?;
+        if r.ceiling() > Level::Hidden {
+            batch.insert(keys::recent(r.date, &r.id), &[][..]);
+            indexed += 1;
+        }
+    }
+    batch.insert(keys::SCHEMA, keys::SCHEMA_VERSION.to_string().as_bytes());
+    db.apply_batch(batch)?;
+    db.flush()?;
+    tracing::info!(records = indexed, "store upgraded from schema 1 to 2");
+    Ok(())
 }
 
 /// Rule 4c applied to a stored copy: the override replaces the owner's
@@ -442,7 +464,8 @@ impl Inner {
     }
 
     /// Index keys a record implies: one timeline entry per linked contact
-    /// that is not tombstoned, one thread entry; none for a hidden record.
+    /// that is not tombstoned, one thread entry, one `recent` entry; none for
+    /// a hidden record.
     fn index_keys(&self, r: &Record) -> Result<BTreeSet<Vec<u8>>, StoreError> {
         let mut out = BTreeSet::new();
         if r.ceiling() == Level::Hidden {
@@ -456,6 +479,7 @@ impl Inner {
         if check_id(&r.thread_id).is_ok() {
             out.insert(keys::thread(&r.thread_id, r.date, &r.id));
         }
+        out.insert(keys::recent(r.date, &r.id));
         Ok(out)
     }
 
@@ -896,6 +920,167 @@ impl Inner {
         Ok(out)
     }
 
+    fn access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
+        if check_id(id).is_err() {
+            return Ok(None);
+        }
+        self.db
+            .get(keys::request(id))?
+            .map(|v| {
+                serde_json::from_slice(&v)
+                    .map_err(|e| corrupt(format_args!("access request {id}: {e}")))
+            })
+            .transpose()
+    }
+
+    fn create_access_request(&self, req: &AccessRequest) -> Result<(), StoreError> {
+        check_id(&req.id)?;
+        check_id(&req.message)?;
+        check_id(&req.requester)?;
+        for o in &req.owners {
+            check_id(o)?;
+        }
+        let mut ws = self.lock_write();
+        let pending = keys::pending_request(&req.message, &req.requester);
+        if let Some(existing) = self.db.get(&pending)? {
+            return Err(StoreError::DuplicateRequest {
+                existing: String::from_utf8_lossy(&existing).into_owned(),
+            });
+        }
+        if self.db.contains_key(keys::request(&req.id))? {
+            return Err(StoreError::InvalidId);
+        }
+        let mut batch = Batch::default();
+        let json = serde_json::to_vec(req).map_err(corrupt)?;
+        batch.insert(keys::request(&req.id), json);
+        batch.insert(
+            keys::request_index(
+                keys::REQUESTS_BY_VIEWER,
+                &req.requester,
+                req.created,
+                &req.id,
+            ),
+            &[][..],
+        );
+        for o in &req.owners {
+            batch.insert(
+                keys::request_index(keys::REQUESTS_TO_OWNER, o, req.created, &req.id),
+                &[][..],
+            );
+        }
+        if req.status == RequestStatus::Pending {
+            batch.insert(pending, req.id.as_bytes());
+        }
+        let ticket = self.commit_batch(&mut ws, batch, Vec::new())?;
+        drop(ws);
+        self.commit.wait(ticket)
+    }
+
+    fn access_requests(
+        &self,
+        user: &str,
+        role: RequestRole,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        let mut out = Vec::new();
+        if check_id(user).is_err() {
+            return Ok(out);
+        }
+        let table = match role {
+            RequestRole::Owner => keys::REQUESTS_TO_OWNER,
+            RequestRole::Requester => keys::REQUESTS_BY_VIEWER,
+        };
+        let prefix = keys::request_index_prefix(table, user);
+        for entry in self.db.scan_prefix(&prefix) {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, _) = entry?;
+            let (_, id) = keys::split_entry(&k[prefix.len()..], true)
+                .ok_or_else(|| corrupt("request index key"))?;
+            match self.access_request(id)? {
+                Some(r) => out.push(r),
+                None => {
+                    return Err(corrupt(format_args!(
+                        "index entry for missing request {id}"
+                    )))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn decide_access_request(
+        &self,
+        id: &str,
+        decider: &str,
+        approve: bool,
+        now: i64,
+    ) -> Result<AccessRequest, StoreError> {
+        check_id(id)?;
+        let mut ws = self.lock_write();
+        let mut req = self
+            .access_request(id)?
+            .ok_or_else(|| StoreError::NoSuchRequest { id: id.to_string() })?;
+        if req.status != RequestStatus::Pending {
+            return Err(StoreError::AlreadyDecided { id: id.to_string() });
+        }
+        let old = self
+            .record(&req.message)?
+            .ok_or_else(|| StoreError::NoSuchMessage {
+                id: req.message.clone(),
+            })?;
+        if !old.owners.iter().any(|o| o.user == decider) {
+            return Err(StoreError::NotOwner {
+                id: req.message.clone(),
+                user: decider.to_string(),
+            });
+        }
+        let mut batch = Batch::default();
+        let mut released = Vec::new();
+        if approve {
+            let level = req.level.min(old.ceiling());
+            let mut new = old.clone();
+            // A hidden record keeps only its owners' choices (no grants).
+            if new.ceiling() > Level::Hidden {
+                new.grants.retain(|g| g.viewer != req.requester);
+                new.grants.push(Grant {
+                    viewer: req.requester.clone(),
+                    level,
+                    by: decider.to_string(),
+                });
+            }
+            clamp_to_ceiling(&mut new);
+            if new != old {
+                let mut counters = Counters::load(&self.db)?;
+                self.stage_record(
+                    &mut batch,
+                    &mut counters,
+                    Some(&old),
+                    &new,
+                    None,
+                    &mut released,
+                )?;
+                counters.stage(&mut batch);
+            }
+            req.status = RequestStatus::Approved;
+            req.granted = Some(level);
+        } else {
+            req.status = RequestStatus::Denied;
+        }
+        req.decided_by = Some(decider.to_string());
+        req.decided_at = Some(now);
+        batch.remove(keys::pending_request(&req.message, &req.requester));
+        batch.insert(
+            keys::request(&req.id),
+            serde_json::to_vec(&req).map_err(corrupt)?,
+        );
+        let ticket = self.commit_batch(&mut ws, batch, released)?;
+        drop(ws);
+        self.commit.wait(ticket)?;
+        Ok(req)
+    }
+
     fn check_consistency(&self) -> Result<Vec<String>, StoreError> {
         let ws = self.lock_write();
         let mut problems = Vec::new();
@@ -943,7 +1128,10 @@ impl Inner {
                         problems.push(format!("blob {} referenced with two sizes", b.sha256));
                     }
                 }
-            } else if k.starts_with(keys::TIMELINE) || k.starts_with(keys::THREAD) {
+            } else if k.starts_with(keys::TIMELINE)
+                || k.starts_with(keys::THREAD)
+                || k.starts_with(keys::RECENT)
+            {
                 actual_index.insert(k.to_vec());
             } else if k.starts_with(keys::REFCOUNT) {
                 match keys::decode_refcount(&v) {
@@ -1078,6 +1266,27 @@ impl Store for SledStore {
         Ok((page.into_iter().map(|(_, r)| r).collect(), next))
     }
 
+    fn recent(&self, before: Option<&Cursor>, limit: usize) -> Result<TimelinePage, StoreError> {
+        let prefix = keys::RECENT.to_vec();
+        let start = match before {
+            Some(c) => {
+                check_id(c.id())?;
+                Bound::Excluded(keys::recent(c.date(), c.id()))
+            }
+            None => Bound::Included(prefix.clone()),
+        };
+        let mut page = self
+            .inner
+            .records_after(&prefix, start, true, limit.saturating_add(1))?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(d, r)| Cursor::new(*d, &r.id))
+        } else {
+            None
+        };
+        Ok((page.into_iter().map(|(_, r)| r).collect(), next))
+    }
+
     fn thread(&self, thread_id: &str) -> Result<Vec<Record>, StoreError> {
         if check_id(thread_id).is_err() {
             return Ok(Vec::new());
@@ -1172,6 +1381,33 @@ impl Store for SledStore {
             }
             Ok(())
         })
+    }
+
+    fn create_access_request(&self, request: &AccessRequest) -> Result<(), StoreError> {
+        self.inner.create_access_request(request)
+    }
+
+    fn access_request(&self, id: &str) -> Result<Option<AccessRequest>, StoreError> {
+        self.inner.access_request(id)
+    }
+
+    fn access_requests(
+        &self,
+        user: &str,
+        role: RequestRole,
+        limit: usize,
+    ) -> Result<Vec<AccessRequest>, StoreError> {
+        self.inner.access_requests(user, role, limit)
+    }
+
+    fn decide_access_request(
+        &self,
+        id: &str,
+        decider: &str,
+        approve: bool,
+        now: i64,
+    ) -> Result<AccessRequest, StoreError> {
+        self.inner.decide_access_request(id, decider, approve, now)
     }
 
     fn open_blob(&self, sha256: &str) -> Result<Option<BlobReader>, StoreError> {
