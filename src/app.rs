@@ -186,6 +186,32 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         // --- admin API (issue 3) -------------------------------------------
 
         // --- SMTP submission relay (issue 4) ---------------------------------
+        if let Some(smtp) = &config.smtp {
+            let relay = crate::smtp::Relay::new(gateway.clone(), tls.clone(), smtp)
+                .context("starting the SMTP relay")?;
+            for l in &smtp.listeners {
+                // Bind before "ready": a port in use fails start-up.
+                let tcp = tokio::net::TcpListener::bind(l.listen)
+                    .await
+                    .with_context(|| format!("binding the SMTP listener {}", l.listen))?;
+                let name: Arc<str> = format!("smtp:{}", l.listen).into();
+                tracing::info!(listener = %name, tls = %l.tls, upstream = %smtp.upstream.address, "SMTP listener bound");
+                let options = crate::net::listener::ListenerOptions {
+                    name,
+                    max_connections: usize::try_from(limits.max_connections_per_listener)
+                        .unwrap_or(usize::MAX),
+                    ip_limiter: services.ip_limiter.clone(),
+                    drain: services.drain.clone(),
+                };
+                tasks.push(tokio::spawn(crate::smtp::serve(
+                    relay.clone(),
+                    tcp,
+                    l.clone(),
+                    options,
+                    services.shutdown.clone(),
+                )));
+            }
+        }
 
         // --- IMAP proxy (issue 5) --------------------------------------------
 
