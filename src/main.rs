@@ -38,22 +38,29 @@ enum Command {
         command: TokenCommand,
     },
     /// Capture .eml files through the same path as relayed mail (backfills,
-    /// demos, tests). Reports per file what was stored and why.
+    /// demos, tests). Reports per file what was stored and why. With
+    /// --spool, replays the messages the SMTP relay spooled when their
+    /// capture failed (owner, direction and recipients from each sidecar)
+    /// and removes those captured.
     Ingest {
         /// Path to mailshare.toml.
         #[arg(short, long, default_value = "config/mailshare.toml")]
         config: PathBuf,
         /// The policy user whose mail this is (a login or an address).
-        #[arg(long)]
-        owner: String,
+        #[arg(long, required_unless_present = "spool")]
+        owner: Option<String>,
         /// inbound (received by the owner) or outbound (sent by the owner).
-        #[arg(long, value_parser = parse_direction)]
-        direction: Direction,
+        #[arg(long, value_parser = parse_direction, required_unless_present = "spool")]
+        direction: Option<Direction>,
         /// SMTP envelope recipient (repeatable): recipients not in the headers are blind copies.
         #[arg(long = "envelope-rcpt", value_name = "ADDRESS")]
         envelope_rcpt: Vec<String>,
+        /// Replay the spool: [store] spool_path, or the directory given.
+        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "",
+              conflicts_with_all = ["owner", "direction", "envelope_rcpt", "files"])]
+        spool: Option<PathBuf>,
         /// RFC 5322 message files.
-        #[arg(required = true, value_name = "FILE")]
+        #[arg(required_unless_present = "spool", value_name = "FILE")]
         files: Vec<PathBuf>,
     },
 }
@@ -88,12 +95,26 @@ fn main() -> ExitCode {
         }
         Command::Ingest {
             config,
+            spool: Some(dir),
+            ..
+        } => {
+            let dir = (!dir.as_os_str().is_empty()).then_some(dir);
+            mailshare::app::replay_spool(&config, dir.as_deref()).context("ingest --spool")
+        }
+        Command::Ingest {
+            config,
             owner,
             direction,
             envelope_rcpt,
             files,
-        } => mailshare::app::ingest_files(&config, &owner, direction, &envelope_rcpt, &files)
-            .context("ingest"),
+            spool: None,
+        } => match (owner, direction) {
+            (Some(owner), Some(direction)) => {
+                mailshare::app::ingest_files(&config, &owner, direction, &envelope_rcpt, &files)
+                    .context("ingest")
+            }
+            _ => Err(anyhow::anyhow!("ingest needs --owner and --direction")),
+        },
     };
     match result {
         Ok(code) => code,

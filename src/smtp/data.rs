@@ -310,6 +310,14 @@ impl HeaderFilter {
         self.prefix.clear();
     }
 
+    /// The end of the message: a header line still being looked at (no
+    /// line ending came) is passed on, unless it is the share header.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.state == HeaderState::Name {
+            self.decide(out);
+        }
+    }
+
     /// Filter `input`, appending what upstream should see to `out`.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) {
         let mut i = 0;

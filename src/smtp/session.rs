@@ -925,19 +925,21 @@ impl Session {
             Request::Rset => {
                 self.msg = None;
                 self.rcpt_attempts = 0;
-                if matches!(self.upstream, UpstreamState::Open(_)) {
-                    self.forward(line.expose(), Expect::Rset);
-                } else {
-                    self.local(reply::local(250, "2.0.0", "OK"));
+                match self.upstream {
+                    UpstreamState::Open(_) => self.forward(line.expose(), Expect::Rset),
+                    UpstreamState::NotOpen => self.local(reply::local(250, "2.0.0", "OK")),
+                    UpstreamState::Gone => {
+                        self.upstream_ready();
+                    }
                 }
             }
-            Request::Noop { .. } => {
-                if matches!(self.upstream, UpstreamState::Open(_)) {
-                    self.forward(line.expose(), Expect::Noop);
-                } else {
-                    self.local(reply::local(250, "2.0.0", "OK"));
+            Request::Noop { .. } => match self.upstream {
+                UpstreamState::Open(_) => self.forward(line.expose(), Expect::Noop),
+                UpstreamState::NotOpen => self.local(reply::local(250, "2.0.0", "OK")),
+                UpstreamState::Gone => {
+                    self.upstream_ready();
                 }
-            }
+            },
             Request::Quit => {
                 if matches!(self.upstream, UpstreamState::Open(_)) {
                     self.forward(line.expose(), Expect::Quit);
@@ -1156,12 +1158,22 @@ impl Session {
         }
         if stuff {
             msg.stuffer.feed(&filtered, &mut self.upstream_out);
+            filtered.clear();
         }
         self.scratch2 = filtered;
     }
 
-    /// The client finished sending a message (DATA end or BDAT LAST).
+    /// The client finished sending a message (DATA end or BDAT LAST); for
+    /// BDAT, `scratch2` holds the last piece.
     fn end_message(&mut self, mut msg: Message, data: bool) {
+        // A last line without a line ending may still sit in the filter.
+        let mut tail = std::mem::take(&mut self.scratch2);
+        msg.filter.finish(&mut tail);
+        if data {
+            msg.stuffer.feed(&tail, &mut self.upstream_out);
+            tail.clear();
+        }
+        self.scratch2 = tail;
         if let Some(e) = msg.error {
             self.events.push(Event::Rejected(e.reason()));
             self.local(e.reply());
