@@ -55,10 +55,12 @@ enum Command {
         /// SMTP envelope recipient (repeatable): recipients not in the headers are blind copies.
         #[arg(long = "envelope-rcpt", value_name = "ADDRESS")]
         envelope_rcpt: Vec<String>,
-        /// Replay the spool: [store] spool_path, or the directory given.
-        #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "",
-              conflicts_with_all = ["owner", "direction", "envelope_rcpt", "files"])]
-        spool: Option<PathBuf>,
+        /// Replay the spool ([store] spool_path) instead of FILEs.
+        #[arg(long, conflicts_with_all = ["owner", "direction", "envelope_rcpt", "files"])]
+        spool: bool,
+        /// With --spool: replay this directory instead.
+        #[arg(long, value_name = "DIR", requires = "spool")]
+        spool_dir: Option<PathBuf>,
         /// RFC 5322 message files.
         #[arg(required_unless_present = "spool", value_name = "FILE")]
         files: Vec<PathBuf>,
@@ -95,19 +97,17 @@ fn main() -> ExitCode {
         }
         Command::Ingest {
             config,
-            spool: Some(dir),
+            spool: true,
+            spool_dir,
             ..
-        } => {
-            let dir = (!dir.as_os_str().is_empty()).then_some(dir);
-            mailshare::app::replay_spool(&config, dir.as_deref()).context("ingest --spool")
-        }
+        } => mailshare::app::replay_spool(&config, spool_dir.as_deref()).context("ingest --spool"),
         Command::Ingest {
             config,
             owner,
             direction,
             envelope_rcpt,
             files,
-            spool: None,
+            ..
         } => match (owner, direction) {
             (Some(owner), Some(direction)) => {
                 mailshare::app::ingest_files(&config, &owner, direction, &envelope_rcpt, &files)

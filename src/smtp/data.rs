@@ -521,7 +521,7 @@ impl Collector {
         if !self.headers_only {
             let want = self.buf.len() + bytes.len();
             if want > self.max_bytes {
-                self.to_headers_only("over_limit", body_start);
+                self.drop_body("over_limit", body_start);
             } else {
                 while self.reserved < want {
                     let step = RESERVE_STEP.min(self.max_bytes - self.reserved).max(1);
@@ -534,7 +534,7 @@ impl Collector {
                     }
                 }
                 if self.reserved < want {
-                    self.to_headers_only("budget", body_start);
+                    self.drop_body("budget", body_start);
                 } else {
                     self.buf.extend_from_slice(bytes);
                     return;
@@ -553,7 +553,7 @@ impl Collector {
         }
     }
 
-    fn to_headers_only(&mut self, why: &'static str, body_start: Option<u64>) {
+    fn drop_body(&mut self, why: &'static str, body_start: Option<u64>) {
         self.headers_only = true;
         self.dropped_reason = Some(why);
         let head_end = body_start

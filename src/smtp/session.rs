@@ -816,9 +816,31 @@ impl Session {
                 self.dispatch(req, Secret::new(wire));
             }
             Err(e) => {
-                self.events.push(Event::Command("INVALID"));
-                let r = syntax_reply(&e);
-                self.reject("syntax", r);
+                // MAIL and RCPT that smtp-proto finds wrong go to upstream,
+                // whose verdict (and text) the client gets: upstream decides
+                // what it accepts (`RCPT TO:<Postmaster>` has no domain).
+                let verb = wire
+                    .split(|&b| b == b' ')
+                    .next()
+                    .map(<[u8]>::to_ascii_uppercase)
+                    .unwrap_or_default();
+                let envelope = matches!(verb.as_slice(), b"MAIL" | b"RCPT")
+                    && !matches!(e, ProtoError::ResponseTooLong)
+                    && !self.tls_required()
+                    && matches!(self.upstream, UpstreamState::Open(_));
+                if envelope && verb == b"MAIL" {
+                    self.events.push(Event::Command("MAIL"));
+                    self.rcpt_attempts = 0;
+                    self.msg = None;
+                    self.forward(&wire, Expect::Mail);
+                } else if envelope {
+                    self.events.push(Event::Command("RCPT"));
+                    self.rcpt(&wire, lenient_address(&wire));
+                } else {
+                    self.events.push(Event::Command("INVALID"));
+                    let r = syntax_reply(&e);
+                    self.reject("syntax", r);
+                }
             }
         }
     }
@@ -902,16 +924,8 @@ impl Session {
                 if !self.upstream_ready() {
                     return;
                 }
-                if self.rcpt_attempts >= self.opts.max_recipients {
-                    self.reject(
-                        "too_many_recipients",
-                        reply::local(452, "4.5.3", "Too many recipients"),
-                    );
-                    return;
-                }
-                self.rcpt_attempts += 1;
                 let address = to.address.trim().to_lowercase();
-                self.forward(line.expose(), Expect::Rcpt(address));
+                self.rcpt(line.expose(), address);
             }
             Request::Data => {
                 if self.upstream_ready() {
@@ -969,6 +983,18 @@ impl Session {
                 reply::local(502, "5.5.1", "Command not implemented"),
             ),
         }
+    }
+
+    fn rcpt(&mut self, line: &[u8], address: String) {
+        if self.rcpt_attempts >= self.opts.max_recipients {
+            self.reject(
+                "too_many_recipients",
+                reply::local(452, "4.5.3", "Too many recipients"),
+            );
+            return;
+        }
+        self.rcpt_attempts += 1;
+        self.forward(line, Expect::Rcpt(address));
     }
 
     fn handle_ehlo(&mut self, host: String, helo: bool, line: Secret) {
@@ -1524,6 +1550,16 @@ pub enum Timeout {
     Login,
     Session,
     Upstream,
+}
+
+/// The address between `<` and `>` of a MAIL/RCPT line smtp-proto could
+/// not parse (lowercase; empty when there is none).
+fn lenient_address(line: &[u8]) -> String {
+    let start = memchr::memchr(b'<', line).map_or(line.len(), |p| p + 1);
+    let end = memchr::memchr(b'>', &line[start..]).map_or(start, |p| start + p);
+    String::from_utf8_lossy(&line[start..end])
+        .trim()
+        .to_lowercase()
 }
 
 fn syntax_reply(e: &ProtoError) -> Vec<u8> {

@@ -236,6 +236,18 @@ impl InProcess {
         }
     }
 
+    /// Shut down and release the store; the directory (config, store,
+    /// spool) is handed back for a later step.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(t) = self.trigger.take() {
+            t.fire();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+
     /// The Prometheus text of this gateway's registry.
     pub fn metrics(&self) -> String {
         self.gateway.metrics.render()
