@@ -149,6 +149,80 @@ pub fn backup(config_path: &Path, dest: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `mailshare ingest --spool`: capture every message the SMTP relay spooled
+/// (see [`crate::smtp::spool`]), each with the owner, direction and
+/// envelope of its sidecar; entries captured (or skipped by the policy) are
+/// removed, failures are reported and kept.
+pub fn replay_spool(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<ExitCode> {
+    use crate::smtp::spool;
+    let loaded = load(config_path)?;
+    let dir = dir.map_or_else(|| loaded.config.store.spool_path.clone(), Path::to_path_buf);
+    let entries = match spool::list(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            println!("{}: no spool (nothing to replay)", dir.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading the spool {}", dir.display())),
+    };
+    let store = open_store(&loaded)?;
+    let max = usize::try_from(loaded.config.limits.max_capture_bytes).unwrap_or(usize::MAX);
+    let (mut failures, total) = (0usize, entries.len());
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(why) => {
+                println!("error: {why}");
+                failures += 1;
+                continue;
+            }
+        };
+        let name = entry.eml.display().to_string();
+        let raw = match std::fs::read(&entry.eml) {
+            Ok(b) => b,
+            Err(e) => {
+                println!("{name}: error: cannot read: {e}");
+                failures += 1;
+                continue;
+            }
+        };
+        let req = IngestRequest {
+            owner: &entry.meta.owner,
+            direction: entry.meta.direction,
+            envelope_recipients: &entry.meta.envelope_recipients,
+            now: entry.meta.spooled_at,
+            max_capture_bytes: max,
+        };
+        let result = match entry.meta.headers_only_size {
+            Some(size) => ingest::ingest_headers(&store, &loaded.policy, &raw, size, &req),
+            None => ingest::ingest(&store, &loaded.policy, &raw, &req),
+        };
+        match result {
+            Ok(outcome) => {
+                store.flush().context("flushing the store")?;
+                match spool::remove(&entry) {
+                    Ok(()) => println!("{name}: {outcome}; removed from the spool"),
+                    Err(e) => println!("{name}: {outcome}; could not remove it: {e}"),
+                }
+            }
+            Err(e) => {
+                println!("{name}: error: {e} (kept in the spool)");
+                failures += 1;
+            }
+        }
+    }
+    store.flush().context("flushing the store")?;
+    if failures > 0 {
+        eprintln!("mailshare ingest --spool: {failures} of {total} entries failed");
+        Ok(ExitCode::FAILURE)
+    } else {
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
+/// How long a client of a `proxy_protocol` listener has to send its header.
+pub const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What `serve` hands every protocol adapter when it starts it.
 pub struct Services {
     pub gateway: Arc<Gateway>,
@@ -228,6 +302,34 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
 
         // --- SMTP submission relay (issue 4) ---------------------------------
+        if let Some(smtp) = &config.smtp {
+            let relay = crate::smtp::Relay::new(gateway.clone(), tls.clone(), smtp)
+                .context("starting the SMTP relay")?;
+            for l in &smtp.listeners {
+                // Bind before "ready": a port in use fails start-up.
+                let tcp = tokio::net::TcpListener::bind(l.listen)
+                    .await
+                    .with_context(|| format!("binding the SMTP listener {}", l.listen))?;
+                let name: Arc<str> = format!("smtp:{}", l.listen).into();
+                tracing::info!(listener = %name, tls = %l.tls, upstream = %smtp.upstream.address, "SMTP listener bound");
+                let options = crate::net::listener::ListenerOptions {
+                    name,
+                    max_connections: usize::try_from(limits.max_connections_per_listener)
+                        .unwrap_or(usize::MAX),
+                    ip_limiter: services.ip_limiter.clone(),
+                    drain: services.drain.clone(),
+                    proxy_protocol: l.proxy_protocol,
+                    proxy_header_timeout: PROXY_HEADER_TIMEOUT,
+                };
+                tasks.push(tokio::spawn(crate::smtp::serve(
+                    relay.clone(),
+                    tcp,
+                    l.clone(),
+                    options,
+                    services.shutdown.clone(),
+                )));
+            }
+        }
 
         // --- IMAP proxy (issue 5) --------------------------------------------
 

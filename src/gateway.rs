@@ -161,6 +161,49 @@ impl Gateway {
         result
     }
 
+    /// Like [`capture`](Self::capture), for an adapter that must keep the
+    /// bytes when the capture fails (SMTP spools them): on error the raw
+    /// message comes back with the error. `headers_only_size`: `raw` holds
+    /// only the header block of a message of that many bytes
+    /// ([`ingest::ingest_headers`]).
+    pub async fn capture_or_return(
+        &self,
+        job: CaptureJob,
+        headers_only_size: Option<u64>,
+        now: i64,
+    ) -> Result<IngestOutcome, (IngestError, Vec<u8>)> {
+        let store = self.store.clone();
+        let policy = self.policy.current();
+        let max = self.max_capture_bytes();
+        let protocol = job.protocol;
+        let started = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || {
+            let req = IngestRequest {
+                owner: &job.owner,
+                direction: job.direction,
+                envelope_recipients: &job.envelope_recipients,
+                now,
+                max_capture_bytes: max,
+            };
+            let result = match headers_only_size {
+                Some(size) => ingest::ingest_headers(store.as_ref(), &policy, &job.raw, size, &req),
+                None => ingest::ingest(store.as_ref(), &policy, &job.raw, &req),
+            };
+            (result, job.raw)
+        })
+        .await;
+        let (result, raw) = match joined {
+            Ok((r, raw)) => (r, raw),
+            Err(e) => (Err(IngestError::Panicked(e.to_string())), Vec::new()),
+        };
+        self.metrics
+            .capture_seconds
+            .with_label_values(&[protocol])
+            .observe(started.elapsed().as_secs_f64());
+        self.count(protocol, &result);
+        result.map_err(|e| (e, raw))
+    }
+
     /// Count one capture outcome in the metrics.
     pub fn count(&self, protocol: &str, result: &Result<IngestOutcome, IngestError>) {
         let m = &self.metrics;

@@ -117,6 +117,21 @@ pub fn ingest(
     capture(store, policy, &facts, Some(&content), req, false)
 }
 
+/// Capture one message from its header block alone: `head` holds at least
+/// the headers of a message of `size` bytes whose body was not kept (over
+/// the capture limit, or the memory budget). Metadata and subject only.
+pub fn ingest_headers(
+    store: &dyn Store,
+    policy: &Policy,
+    head: &[u8],
+    size: u64,
+    req: &IngestRequest<'_>,
+) -> Result<IngestOutcome, IngestError> {
+    let mut facts = mail::parse_headers(head, req.envelope_recipients)?;
+    facts.size = size;
+    capture(store, policy, &facts, None, req, true)
+}
+
 fn capture(
     store: &dyn Store,
     policy: &Policy,

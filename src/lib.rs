@@ -15,12 +15,14 @@
 //! | [`gateway`] | run-time state the adapters share: store, policy in force, capture service, budget |
 //! | [`metrics`] | the Prometheus registry and the shared metrics |
 //! | [`net`] | TLS configuration and the limited accept loop |
+//! | [`smtp`] | SMTP submission relay: sans-IO session, DATA framer, EHLO/AUTH stages, async driver |
 //! | [`shutdown`] | shutdown signal and session drain |
 //! | [`control`] | the running server's local control socket (`mailshare backup` while serving) |
 //! | [`app`] | composition root: commands that load config, open the store, serve |
 //! | [`logging`] | tracing subscriber: human or JSON, level from config or `RUST_LOG` |
 //!
 //! Dependencies point one way: `admin → gateway, engine, store, metrics`;
+//! `smtp → gateway, ingest, mail, engine, net, metrics, shutdown, config`;
 //! `ingest → store, mail, engine`; `store → engine`;
 //! `mail → engine`; `config → engine, diag`; `engine → diag` at most.
 #![forbid(unsafe_code)]
@@ -38,4 +40,5 @@ pub mod mail;
 pub mod metrics;
 pub mod net;
 pub mod shutdown;
+pub mod smtp;
 pub mod store;

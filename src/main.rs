@@ -48,22 +48,31 @@ enum Command {
         command: TokenCommand,
     },
     /// Capture .eml files through the same path as relayed mail (backfills,
-    /// demos, tests). Reports per file what was stored and why.
+    /// demos, tests). Reports per file what was stored and why. With
+    /// --spool, replays the messages the SMTP relay spooled when their
+    /// capture failed (owner, direction and recipients from each sidecar)
+    /// and removes those captured.
     Ingest {
         /// Path to mailshare.toml.
         #[arg(short, long, default_value = "config/mailshare.toml")]
         config: PathBuf,
         /// The policy user whose mail this is (a login or an address).
-        #[arg(long)]
-        owner: String,
+        #[arg(long, required_unless_present = "spool")]
+        owner: Option<String>,
         /// inbound (received by the owner) or outbound (sent by the owner).
-        #[arg(long, value_parser = parse_direction)]
-        direction: Direction,
+        #[arg(long, value_parser = parse_direction, required_unless_present = "spool")]
+        direction: Option<Direction>,
         /// SMTP envelope recipient (repeatable): recipients not in the headers are blind copies.
         #[arg(long = "envelope-rcpt", value_name = "ADDRESS")]
         envelope_rcpt: Vec<String>,
+        /// Replay the spool ([store] spool_path) instead of FILEs.
+        #[arg(long, conflicts_with_all = ["owner", "direction", "envelope_rcpt", "files"])]
+        spool: bool,
+        /// With --spool: replay this directory instead.
+        #[arg(long, value_name = "DIR", requires = "spool")]
+        spool_dir: Option<PathBuf>,
         /// RFC 5322 message files.
-        #[arg(required = true, value_name = "FILE")]
+        #[arg(required_unless_present = "spool", value_name = "FILE")]
         files: Vec<PathBuf>,
     },
 }
@@ -101,12 +110,24 @@ fn main() -> ExitCode {
         }
         Command::Ingest {
             config,
+            spool: true,
+            spool_dir,
+            ..
+        } => mailshare::app::replay_spool(&config, spool_dir.as_deref()).context("ingest --spool"),
+        Command::Ingest {
+            config,
             owner,
             direction,
             envelope_rcpt,
             files,
-        } => mailshare::app::ingest_files(&config, &owner, direction, &envelope_rcpt, &files)
-            .context("ingest"),
+            ..
+        } => match (owner, direction) {
+            (Some(owner), Some(direction)) => {
+                mailshare::app::ingest_files(&config, &owner, direction, &envelope_rcpt, &files)
+                    .context("ingest")
+            }
+            _ => Err(anyhow::anyhow!("ingest needs --owner and --direction")),
+        },
     };
     match result {
         Ok(code) => code,

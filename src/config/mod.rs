@@ -168,12 +168,17 @@ pub struct StoreConfig {
     /// `path`: the store directory (sled database plus content-addressed
     /// blobs beside it). Default `data/store`, relative to the config file.
     pub path: PathBuf,
+    /// `spool_path`: where a relayed message whose capture failed is kept
+    /// (the `.eml` and a `.json` sidecar) until `mailshare ingest --spool`
+    /// replays it. Default: `spool` beside the store directory.
+    pub spool_path: PathBuf,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             path: PathBuf::from(DEFAULT_STORE_PATH),
+            spool_path: PathBuf::from(DEFAULT_SPOOL_PATH),
         }
     }
 }
@@ -316,6 +321,39 @@ impl FromStr for TlsMode {
     }
 }
 
+/// What to do with a bare LF or bare CR inside DATA (`[limits] smtp_bare_lf`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BareLineEndings {
+    /// Reject the message with a 5xx (default; Postfix's
+    /// `smtpd_forbid_bare_newline` in spirit).
+    #[default]
+    Reject,
+    /// Turn each bare LF or CR into CRLF (the message is re-stuffed after).
+    Normalize,
+}
+
+impl BareLineEndings {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BareLineEndings::Reject => "reject",
+            BareLineEndings::Normalize => "normalize",
+        }
+    }
+}
+
+impl std::str::FromStr for BareLineEndings {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "reject" => Ok(BareLineEndings::Reject),
+            "normalize" | "normalise" => Ok(BareLineEndings::Normalize),
+            _ => Err(format!(
+                "invalid smtp_bare_lf {s:?}: expected reject or normalize"
+            )),
+        }
+    }
+}
+
 /// `[log]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogConfig {
@@ -440,6 +478,23 @@ pub struct Limits {
     /// `group_commit_max_batch`: captures committed in one flush at most.
     /// Default 128.
     pub group_commit_max_batch: u64,
+    /// `smtp_max_message_bytes`: the largest message the SMTP relay accepts
+    /// (552 above it). The SIZE offered to clients is the smaller of this and
+    /// the upstream's. Default 100 MiB.
+    pub smtp_max_message_bytes: u64,
+    /// `smtp_max_recipients`: RCPT commands per message (452 above it).
+    /// Default 1000 (Postfix's `smtpd_recipient_limit`).
+    pub smtp_max_recipients: u64,
+    /// `smtp_max_commands`: commands an SMTP client may send without a
+    /// message being accepted (421 and close above it); a session that keeps
+    /// sending mail never reaches it. Default 1000.
+    pub smtp_max_commands: u64,
+    /// `smtp_bare_lf`: a bare LF or bare CR in DATA (or a command line ending
+    /// in a bare LF) is `reject`ed with a 5xx (default) or `normalize`d to
+    /// CRLF and the message re-dot-stuffed. Either way only CRLF.CRLF ends a
+    /// message, so mailshare and the upstream always agree where it ends
+    /// (SMTP smuggling).
+    pub smtp_bare_lf: BareLineEndings,
 }
 
 impl Default for Limits {
@@ -456,6 +511,10 @@ impl Default for Limits {
             shutdown_grace_secs: 30,
             group_commit_max_delay_ms: 5,
             group_commit_max_batch: 128,
+            smtp_max_message_bytes: 100 * 1024 * 1024,
+            smtp_max_recipients: 1000,
+            smtp_max_commands: 1000,
+            smtp_bare_lf: BareLineEndings::Reject,
         }
     }
 }
@@ -483,6 +542,8 @@ impl Limits {
 
 /// Default `[store] path`.
 pub const DEFAULT_STORE_PATH: &str = "data/store";
+/// Default `[store] spool_path` (when `path` is the default too).
+pub const DEFAULT_SPOOL_PATH: &str = "data/spool";
 /// Default `[policy] path`.
 pub const DEFAULT_POLICY_PATH: &str = "policy.toml";
 /// Default `[admin] listen`.
@@ -498,7 +559,7 @@ pub const DEFAULT_UPSTREAM_TIMEOUT_SECS: u64 = 300;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    store: Option<RawPathSection>,
+    store: Option<RawStore>,
     policy: Option<RawPathSection>,
     tls: Option<Spanned<RawTls>>,
     admin: Option<RawAdmin>,
@@ -512,6 +573,13 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawPathSection {
     path: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    path: Option<Spanned<String>>,
+    spool_path: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -577,6 +645,10 @@ struct RawLimits {
     shutdown_grace_secs: Option<Spanned<u64>>,
     group_commit_max_delay_ms: Option<Spanned<u64>>,
     group_commit_max_batch: Option<Spanned<u64>>,
+    smtp_max_message_bytes: Option<Spanned<u64>>,
+    smtp_max_recipients: Option<Spanned<u64>>,
+    smtp_max_commands: Option<Spanned<u64>>,
+    smtp_bare_lf: Option<Spanned<String>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -663,6 +735,13 @@ fn check_config(path: &Path, text: &str) -> Checked {
             report.error(p.span(), "[store] path must not be empty");
         }
         config.store.path = base.join(p.get_ref());
+    }
+    config.store.spool_path = spool_beside(&config.store.path);
+    if let Some(p) = raw.store.as_ref().and_then(|s| s.spool_path.as_ref()) {
+        if p.get_ref().trim().is_empty() {
+            report.error(p.span(), "[store] spool_path must not be empty");
+        }
+        config.store.spool_path = base.join(p.get_ref());
     }
     config.policy.path = base.join(DEFAULT_POLICY_PATH);
     if let Some(p) = raw.policy.as_ref().and_then(|s| s.path.as_ref()) {
@@ -891,7 +970,7 @@ fn check_upstream(
 }
 
 fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
-    let fields: [(&Option<Spanned<u64>>, &str, &mut u64); 11] = [
+    let fields: [(&Option<Spanned<u64>>, &str, &mut u64); 14] = [
         (
             &raw.max_capture_bytes,
             "max_capture_bytes",
@@ -947,6 +1026,21 @@ fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
             "group_commit_max_batch",
             &mut limits.group_commit_max_batch,
         ),
+        (
+            &raw.smtp_max_message_bytes,
+            "smtp_max_message_bytes",
+            &mut limits.smtp_max_message_bytes,
+        ),
+        (
+            &raw.smtp_max_recipients,
+            "smtp_max_recipients",
+            &mut limits.smtp_max_recipients,
+        ),
+        (
+            &raw.smtp_max_commands,
+            "smtp_max_commands",
+            &mut limits.smtp_max_commands,
+        ),
     ];
     for (value, key, slot) in fields {
         if let Some(v) = value {
@@ -980,6 +1074,11 @@ fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
             );
         }
     }
+    if let Some(v) = &raw.smtp_bare_lf {
+        if let Some(mode) = parse_enum::<BareLineEndings>(report, v) {
+            limits.smtp_bare_lf = mode;
+        }
+    }
     if let Some(v) = &raw.group_commit_max_delay_ms {
         if limits.group_commit_max_delay_ms > 1000 {
             report.error(
@@ -988,6 +1087,14 @@ fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
                  SMTP clients wait for the commit before their 250",
             );
         }
+    }
+}
+
+/// The default spool directory: `spool` beside the store directory.
+fn spool_beside(store: &Path) -> PathBuf {
+    match store.parent() {
+        Some(p) => p.join("spool"),
+        None => PathBuf::from("spool"),
     }
 }
 
@@ -1150,6 +1257,7 @@ mod tests {
     fn an_empty_file_is_the_default_config_relative_to_its_directory() {
         let c = parse_config(Path::new("/etc/mailshare/mailshare.toml"), "").unwrap();
         assert_eq!(c.store.path, Path::new("/etc/mailshare/data/store"));
+        assert_eq!(c.store.spool_path, Path::new("/etc/mailshare/data/spool"));
         assert_eq!(c.policy.path, Path::new("/etc/mailshare/policy.toml"));
         assert_eq!(c.limits, Limits::default());
         assert!(c.admin.is_none() && c.smtp.is_none() && c.imap.is_none() && c.tls.is_none());

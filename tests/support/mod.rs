@@ -1,20 +1,80 @@
-//! Helpers for the admin API tests: a store filled through the real capture
-//! path (`mailshare::ingest::ingest`), the real server on a free loopback
-//! port, and a small HTTP/1.1 client over plain TCP that can also send
-//! malformed requests. Every network wait has a deadline.
+//! Shared integration-test support: real upstream servers (`upstreams`),
+//! mailshare in-process or as a binary (`server`), per-test deadlines,
+//! and the admin API tests' store filler and HTTP client (below).
+//! Include with `mod support;` from a test crate.
 #![allow(dead_code)]
 
-/// Real upstream servers (Dovecot, smtp-sink) for the protocol tests.
+pub mod server;
 pub mod upstreams;
 
-use mailshare::admin::{self, AdminState};
-use mailshare::config::{AdminConfig, Config};
-use mailshare::engine::Direction;
-use mailshare::gateway::Gateway;
-use mailshare::ingest::{self, IngestOutcome, IngestRequest};
-use mailshare::metrics::Metrics;
-use mailshare::shutdown::{self, ShutdownTrigger};
-use mailshare::store::{SledStore, StoreOptions};
+/// Fails the whole test binary if a test runs past `secs` (a hang must never
+/// stall the suite). Dropping the guard disarms it.
+pub struct Deadline(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Deadline {
+    pub fn new(name: &'static str, secs: u64) -> Deadline {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        std::thread::spawn(move || {
+            let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+            while std::time::Instant::now() < end {
+                if flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            eprintln!("test {name} exceeded its {secs} s deadline");
+            kill_children();
+            std::process::exit(101);
+        });
+        Deadline(done)
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// SIGTERM every direct child process (Dovecot's master stops its own), so
+/// a test killed by its deadline leaves nothing running.
+fn kill_children() {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let pid = e.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+}
+
+// ---- admin API test helpers ------------------------------------------------
+
+use ::mailshare::admin::{self, AdminState};
+use ::mailshare::config::{AdminConfig, Config};
+use ::mailshare::engine::Direction;
+use ::mailshare::gateway::Gateway;
+use ::mailshare::ingest::{self, IngestOutcome, IngestRequest};
+use ::mailshare::metrics::Metrics;
+use ::mailshare::shutdown::{self, ShutdownTrigger};
+use ::mailshare::store::{SledStore, StoreOptions};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -136,8 +196,8 @@ impl Server {
     pub async fn start(capture_policy: &str, read_policy: &str, mails: &[Capture]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let path = Path::new("policy.toml");
-        let p0 = mailshare::config::parse_policy(path, capture_policy).expect("capture policy");
-        let p1 = mailshare::config::parse_policy(path, read_policy).expect("read policy");
+        let p0 = ::mailshare::config::parse_policy(path, capture_policy).expect("capture policy");
+        let p1 = ::mailshare::config::parse_policy(path, read_policy).expect("read policy");
         let store = SledStore::open(&dir.path().join("store"), StoreOptions::default()).unwrap();
         for m in mails {
             let req = IngestRequest {

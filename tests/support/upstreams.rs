@@ -162,9 +162,16 @@ impl Upstreams {
     }
 
     pub fn start_with(options: UpstreamOptions) -> Upstreams {
+        Upstreams::start_with_config(options, "")
+    }
+
+    /// Like [`start_with`](Self::start_with), with `extra` appended to
+    /// dovecot.conf (e.g. `mail_max_userip_connections = 1000`: through a
+    /// proxy every session comes from one address).
+    pub fn start_with_config(options: UpstreamOptions, extra: &str) -> Upstreams {
         let mut last = String::new();
         for _ in 0..3 {
-            match Upstreams::try_start(&options) {
+            match Upstreams::try_start(&options, extra) {
                 Ok(u) => return u,
                 Err(e) => last = e,
             }
@@ -172,7 +179,7 @@ impl Upstreams {
         panic!("could not start the test upstreams: {last}");
     }
 
-    fn try_start(options: &UpstreamOptions) -> Result<Upstreams, String> {
+    fn try_start(options: &UpstreamOptions, extra: &str) -> Result<Upstreams, String> {
         let dovecot_bin = require("dovecot", "dovecot-core dovecot-imapd dovecot-submissiond");
         let sink_bin = require("smtp-sink", "postfix");
         let dir = tempfile::Builder::new()
@@ -327,6 +334,7 @@ service submission-login {{
             submission = ports[2],
             submissions = if options.tls { ports[3] } else { 0 },
         );
+        let conf = format!("{conf}{extra}\n");
         let conf_path = d.join("dovecot.conf");
         fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
         let dovecot = Command::new(&dovecot_bin)
@@ -479,6 +487,11 @@ impl LineClient {
 
     pub fn send(&mut self, bytes: &[u8]) {
         self.writer.write_all(bytes).expect("write");
+    }
+
+    /// The socket (for tests that write from another thread).
+    pub fn stream(&self) -> &TcpStream {
+        &self.writer
     }
 
     /// SMTP: read a (multi-line) reply, return its lines.
