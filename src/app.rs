@@ -188,6 +188,27 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         // --- SMTP submission relay (issue 4) ---------------------------------
 
         // --- IMAP proxy (issue 5) --------------------------------------------
+        if let Some(imap) = &config.imap {
+            let proxy = crate::imap::Proxy::new(
+                gateway.clone(),
+                tls.clone(),
+                imap,
+                services.shutdown.clone(),
+            )
+            .context("starting the IMAP proxy")?;
+            for l in &imap.listeners {
+                let listener = tokio::net::TcpListener::bind(l.listen)
+                    .await
+                    .with_context(|| format!("binding the IMAP listener {}", l.listen))?;
+                tracing::info!(listen = %l.listen, tls = %l.tls, upstream = %imap.upstream.address, "IMAP listener");
+                tasks.push(tokio::spawn(proxy.serve(
+                    listener,
+                    l.clone(),
+                    services.drain.clone(),
+                    services.ip_limiter.clone(),
+                )));
+            }
+        }
 
         tracing::info!(
             store = %config.store.path.display(),

@@ -14,11 +14,13 @@
 //! | [`gateway`] | run-time state the adapters share: store, policy in force, capture service, budget |
 //! | [`metrics`] | the Prometheus registry and the shared metrics |
 //! | [`net`] | TLS configuration and the limited accept loop |
+//! | [`imap`] | the IMAP proxy: pre-login server, byte-faithful relay, capture of fetched and appended mail |
 //! | [`shutdown`] | shutdown signal and session drain |
 //! | [`app`] | composition root: commands that load config, open the store, serve |
 //! | [`logging`] | tracing subscriber: human or JSON, level from config or `RUST_LOG` |
 //!
-//! Dependencies point one way: `ingest → store, mail, engine`; `store → engine`;
+//! Dependencies point one way: `imap → gateway, ingest, mail, engine, net, shutdown`;
+//! `ingest → store, mail, engine`; `store → engine`;
 //! `mail → engine`; `config → engine, diag`; `engine → diag` at most.
 #![forbid(unsafe_code)]
 
@@ -27,6 +29,7 @@ pub mod config;
 pub mod diag;
 pub mod engine;
 pub mod gateway;
+pub mod imap;
 pub mod ingest;
 pub mod logging;
 pub mod mail;
