@@ -102,6 +102,8 @@ struct Shared {
     inner: Mutex<Inner>,
     /// Signalled when a pending command completes.
     room: Notify,
+    /// Signalled when the upstream comes to owe a response.
+    owed: Notify,
 }
 
 #[derive(Default)]
@@ -176,6 +178,7 @@ where
     let shared = Arc::new(Shared {
         inner: Mutex::new(Inner::default()),
         room: Notify::new(),
+        owed: Notify::new(),
     });
     let (ctrl_tx, ctrl_rx) = mpsc::channel(64);
     let mut c2s = ClientPump {
@@ -574,6 +577,7 @@ impl<C: AsyncRead + Send, U: AsyncWrite + Send> ClientPump<C, U> {
     async fn verdict(&mut self, tag: Vec<u8>) -> Result<Verdict, Stop> {
         let (tx, rx) = oneshot::channel();
         lock(&self.shared).awaiting = Some(Awaiting { tag, tx });
+        self.shared.owed.notify_one();
         self.flush().await?;
         rx.await.map_err(|_| Stop::End(RelayEnd::UpstreamClosed))
     }
@@ -655,6 +659,7 @@ impl<C: AsyncRead + Send, U: AsyncWrite + Send> ClientPump<C, U> {
             idle_done: false,
             appends: Vec::new(),
         });
+        self.shared.owed.notify_one();
         self.cmd = Some(Cmd {
             tag: tag_bytes,
             append,
@@ -798,12 +803,14 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
                 shutdown,
                 shutdown_seen,
                 buf,
+                shared,
                 ..
             } = self;
             let event = tokio::select! {
                 biased;
                 c = ctrl.recv(), if boundary => Event::Ctrl(c),
                 _ = shutdown.fired(), if !*shutdown_seen => Event::Shutdown,
+                _ = shared.owed.notified(), if !owed => Event::Recheck,
                 r = buf.read(reader, limit) => Event::Read(r),
             };
             match event {
@@ -814,6 +821,7 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
                 }
                 Event::Ctrl(None) => {}
                 Event::Shutdown => self.shutdown_seen = true,
+                Event::Recheck => {}
                 Event::Read(Ok(Read::Data(n))) => {
                     self.metrics
                         .bytes
@@ -1131,5 +1139,254 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
 enum Event {
     Ctrl(Option<Ctrl>),
     Shutdown,
+    Recheck,
     Read(io::Result<Read>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shutdown::ShutdownTrigger;
+    use tokio::io::DuplexStream;
+    use tokio::task::JoinHandle;
+
+    struct Rig {
+        client: DuplexStream,
+        upstream: DuplexStream,
+        trigger: ShutdownTrigger,
+        task: JoinHandle<RelayEnd>,
+    }
+
+    fn options() -> RelayOptions {
+        RelayOptions {
+            max_line: 1024,
+            max_literal: 1 << 20,
+            max_pending: 4,
+            idle_timeout: Duration::from_secs(1860),
+            upstream_timeout: Duration::from_secs(300),
+            session_deadline: Instant::now() + Duration::from_secs(86_400),
+        }
+    }
+
+    fn rig(options: RelayOptions) -> Rig {
+        let (client, proxy_c) = tokio::io::duplex(1 << 16);
+        let (proxy_u, upstream) = tokio::io::duplex(1 << 16);
+        let (trigger, shutdown) = crate::shutdown::channel();
+        let metrics = ImapMetrics::new(&prometheus::Registry::new());
+        let task = tokio::spawn(relay(
+            proxy_c,
+            proxy_u,
+            Vec::new(),
+            Vec::new(),
+            options,
+            None,
+            metrics,
+            shutdown,
+        ));
+        Rig {
+            client,
+            upstream,
+            trigger,
+            task,
+        }
+    }
+
+    /// Read until `needle` has arrived (or fail after 10 s of test time).
+    async fn until<R: AsyncRead + Unpin>(r: &mut R, needle: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        let end = Instant::now() + Duration::from_secs(10);
+        while !got.windows(needle.len()).any(|w| w == needle) {
+            match tokio::time::timeout_at(end, r.read(&mut buf)).await {
+                Ok(Ok(0)) => panic!(
+                    "closed before {:?}; got {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&got)
+                ),
+                Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => panic!("read: {e}"),
+                Err(_) => panic!(
+                    "timed out waiting for {:?}; got {:?}",
+                    String::from_utf8_lossy(needle),
+                    String::from_utf8_lossy(&got)
+                ),
+            }
+        }
+        got
+    }
+
+    /// Nothing arrives within `d`.
+    async fn silent<R: AsyncRead + Unpin>(r: &mut R, d: Duration) {
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) = tokio::time::timeout(d, r.read(&mut buf)).await {
+            assert_eq!(n, 0, "expected silence, got {:?}", String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    /// Read to end of stream.
+    async fn to_end<R: AsyncRead + Unpin>(r: &mut R) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(4000), r.read_to_end(&mut got))
+            .await
+            .expect("closed in time")
+            .expect("read");
+        got
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_survives_29_minutes_and_autologout_follows_the_idle_timeout() {
+        let mut r = rig(options());
+        r.client.write_all(b"t IDLE\r\n").await.unwrap();
+        until(&mut r.upstream, b"t IDLE\r\n").await;
+        r.upstream.write_all(b"+ idling\r\n").await.unwrap();
+        until(&mut r.client, b"+ idling\r\n").await;
+        tokio::time::sleep(Duration::from_secs(29 * 60)).await;
+        assert!(!r.task.is_finished(), "IDLE must survive 29 minutes");
+        r.upstream.write_all(b"* 2 EXISTS\r\n").await.unwrap();
+        until(&mut r.client, b"* 2 EXISTS\r\n").await;
+        r.client.write_all(b"DONE\r\n").await.unwrap();
+        until(&mut r.upstream, b"DONE\r\n").await;
+        r.upstream.write_all(b"t OK Idle completed\r\n").await.unwrap();
+        until(&mut r.client, b"t OK Idle completed\r\n").await;
+        // Now silence past the idle timeout: autologout.
+        let got = to_end(&mut r.client).await;
+        assert_eq!(got, b"* BYE Autologout; idle for too long\r\n");
+        assert!(matches!(r.task.await.unwrap(), RelayEnd::Bye("idle")));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_upstream_that_owes_a_response_and_goes_silent_gets_a_bye() {
+        let mut r = rig(options());
+        r.client.write_all(b"a NOOP\r\n").await.unwrap();
+        until(&mut r.upstream, b"a NOOP\r\n").await;
+        let t = Instant::now();
+        let got = to_end(&mut r.client).await;
+        assert_eq!(got, b"* BYE [UNAVAILABLE] The mail server is not responding\r\n");
+        assert!(t.elapsed() >= Duration::from_secs(300) && t.elapsed() < Duration::from_secs(302));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_synchronizing_literal_is_never_read_as_literal() {
+        let mut r = rig(options());
+        r.client.write_all(b"a APPEND INBOX {10}\r\n").await.unwrap();
+        until(&mut r.upstream, b"a APPEND INBOX {10}\r\n").await;
+        r.upstream.write_all(b"a NO [TRYCREATE] No such mailbox\r\n").await.unwrap();
+        until(&mut r.client, b"a NO [TRYCREATE]").await;
+        // The next bytes are a command: the proxy answers COMPRESS itself.
+        r.client.write_all(b"c COMPRESS DEFLATE\r\n").await.unwrap();
+        until(&mut r.client, b"c NO This proxy does not support compress").await;
+        silent(&mut r.upstream, Duration::from_millis(100)).await;
+
+        // Accepted: the same bytes are literal data and go upstream.
+        r.client.write_all(b"d APPEND INBOX {10}\r\n").await.unwrap();
+        until(&mut r.upstream, b"d APPEND INBOX {10}\r\n").await;
+        r.upstream.write_all(b"+ go ahead\r\n").await.unwrap();
+        until(&mut r.client, b"+ go ahead\r\n").await;
+        r.client.write_all(b"c COMPRESS\r\n").await.unwrap();
+        until(&mut r.upstream, b"c COMPRESS\r\n").await;
+        silent(&mut r.client, Duration::from_millis(100)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn capability_lists_are_filtered_whatever_the_read_boundaries() {
+        let script: &[u8] = b"* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\n* 1 FETCH (BODY[] {5}\r\nhe\r\no)\r\n* OK [CAPABILITY IMAP4rev1 AUTH=SCRAM-SHA-1-PLUS] x {3}\r\na OK [CAPABILITY COMPRESS=DEFLATE MOVE] done\r\n";
+        let want: &[u8] = b"* CAPABILITY IMAP4rev1 IDLE\r\n* 1 FETCH (BODY[] {5}\r\nhe\r\no)\r\n* OK [CAPABILITY IMAP4rev1] x {3}\r\na OK [CAPABILITY MOVE] done\r\n";
+        for cut in 0..=script.len() {
+            let mut r = rig(options());
+            r.client.write_all(b"a CAPABILITY\r\n").await.unwrap();
+            until(&mut r.upstream, b"a CAPABILITY\r\n").await;
+            r.upstream.write_all(&script[..cut]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            r.upstream.write_all(&script[cut..]).await.unwrap();
+            let got = until(&mut r.client, b"done\r\n").await;
+            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want), "cut {cut}");
+            // The status line's `{3}` announced nothing: the proxy can still
+            // answer at a message boundary at once.
+            r.client.write_all(b"x COMPRESS\r\n").await.unwrap();
+            until(&mut r.client, b"x NO").await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_bytes_pass_unchanged_at_every_split() {
+        let msg: &[u8] = b"a APPEND INBOX (\\Seen) {19+}\r\nSubject: x\r\n\r\nbody\r\n b APPEND INBOX {0+}\r\n\r\nc NOOP\r\n";
+        for cut in 0..=msg.len() {
+            let mut r = rig(options());
+            r.client.write_all(&msg[..cut]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            r.client.write_all(&msg[cut..]).await.unwrap();
+            let got = until(&mut r.upstream, b"c NOOP\r\n").await;
+            assert_eq!(got, msg, "cut {cut}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_says_bye_at_a_safe_point() {
+        let mut r = rig(options());
+        r.client.write_all(b"a NOOP\r\n").await.unwrap();
+        until(&mut r.upstream, b"a NOOP\r\n").await;
+        r.trigger.fire();
+        silent(&mut r.client, Duration::from_millis(200)).await;
+        r.upstream.write_all(b"a OK NOOP completed\r\n").await.unwrap();
+        let got = to_end(&mut r.client).await;
+        assert_eq!(got, b"a OK NOOP completed\r\n* BYE Server shutting down\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pending_limit_applies_backpressure() {
+        let mut o = options();
+        o.max_pending = 2;
+        let mut r = rig(o);
+        r.client
+            .write_all(b"a NOOP\r\nb NOOP\r\nc NOOP\r\n")
+            .await
+            .unwrap();
+        until(&mut r.upstream, b"b NOOP\r\n").await;
+        silent(&mut r.upstream, Duration::from_millis(100)).await;
+        r.upstream.write_all(b"a OK done\r\n").await.unwrap();
+        until(&mut r.upstream, b"c NOOP\r\n").await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn oversized_literals_are_refused() {
+        let mut r = rig(options());
+        r.client
+            .write_all(b"a APPEND INBOX {1073741824}\r\n")
+            .await
+            .unwrap();
+        let got = until(&mut r.client, b"\r\n").await;
+        assert_eq!(got, b"a NO [TOOBIG] Literal too large\r\n");
+        silent(&mut r.upstream, Duration::from_millis(100)).await;
+        r.client.write_all(b"b NOOP\r\n").await.unwrap();
+        until(&mut r.upstream, b"b NOOP\r\n").await;
+        r.client
+            .write_all(b"c APPEND INBOX {1073741824+}\r\n")
+            .await
+            .unwrap();
+        let got = to_end(&mut r.client).await;
+        assert_eq!(got, b"* BYE Literal too large\r\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endless_line_gets_bye() {
+        let mut r = rig(options());
+        let mut client = r.client;
+        let (mut cr, mut cw) = tokio::io::split(&mut client);
+        let writer = async {
+            let chunk = vec![b'x'; 64 * 1024];
+            for _ in 0..160 {
+                if cw.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let reader = async {
+            let mut got = Vec::new();
+            let _ = cr.read_to_end(&mut got).await;
+            got
+        };
+        let (_, got) = tokio::join!(writer, reader);
+        assert_eq!(got, b"* BYE Command line too long\r\n");
+        silent(&mut r.upstream, Duration::from_millis(10)).await;
+    }
 }

@@ -162,9 +162,15 @@ impl Upstreams {
     }
 
     pub fn start_with(options: UpstreamOptions) -> Upstreams {
+        Upstreams::start_with_conf(options, "")
+    }
+
+    /// Like [`Upstreams::start_with`], with `extra` appended to dovecot.conf
+    /// (plugins, per-user connection limits…).
+    pub fn start_with_conf(options: UpstreamOptions, extra: &str) -> Upstreams {
         let mut last = String::new();
         for _ in 0..3 {
-            match Upstreams::try_start(&options) {
+            match Upstreams::try_start(&options, extra) {
                 Ok(u) => return u,
                 Err(e) => last = e,
             }
@@ -172,7 +178,7 @@ impl Upstreams {
         panic!("could not start the test upstreams: {last}");
     }
 
-    fn try_start(options: &UpstreamOptions) -> Result<Upstreams, String> {
+    fn try_start(options: &UpstreamOptions, extra: &str) -> Result<Upstreams, String> {
         let dovecot_bin = require("dovecot", "dovecot-core dovecot-imapd dovecot-submissiond");
         let sink_bin = require("smtp-sink", "postfix");
         let dir = tempfile::Builder::new()
@@ -316,6 +322,7 @@ service imap-login {{
 service submission-login {{
   chroot =
 }}
+{extra}
 "#,
             instance = std::process::id() ^ u32::from(ports[0]),
             base = d.join("run").display(),
