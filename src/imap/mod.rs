@@ -419,6 +419,7 @@ impl Proxy {
                 }
                 Event::Close => {
                     let _ = client.shutdown().await;
+                    relay::linger(&mut client).await;
                     return Err(Before::Closed);
                 }
             }

@@ -218,10 +218,39 @@ where
         buf: ReadBuf::new(),
         upstream_bye: false,
     };
-    tokio::select! {
+    let end = tokio::select! {
         end = c2s.run(client_pending) => end,
         end = s2c.run(upstream_pending) => end,
+    };
+    if matches!(
+        end,
+        RelayEnd::Bye(_) | RelayEnd::UpstreamClosed | RelayEnd::UpstreamProtocol(_)
+    ) {
+        // The proxy closes while the client may still be sending: read and
+        // discard a little first, or the close would reset the connection
+        // and the client could lose the BYE.
+        linger(&mut c2s.reader).await;
     }
+    end
+}
+
+/// Bytes and time a closing connection may still be drained for.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
+/// Read and discard what the peer still sends, briefly (a lingering close).
+pub async fn linger<R: AsyncRead + Unpin>(r: &mut R) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }
 
 /// A read buffer that grows under load and shrinks when quiet.
@@ -1219,7 +1248,12 @@ mod tests {
     async fn silent<R: AsyncRead + Unpin>(r: &mut R, d: Duration) {
         let mut buf = [0u8; 256];
         if let Ok(Ok(n)) = tokio::time::timeout(d, r.read(&mut buf)).await {
-            assert_eq!(n, 0, "expected silence, got {:?}", String::from_utf8_lossy(&buf[..n]));
+            assert_eq!(
+                n,
+                0,
+                "expected silence, got {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            );
         }
     }
 
@@ -1246,7 +1280,10 @@ mod tests {
         until(&mut r.client, b"* 2 EXISTS\r\n").await;
         r.client.write_all(b"DONE\r\n").await.unwrap();
         until(&mut r.upstream, b"DONE\r\n").await;
-        r.upstream.write_all(b"t OK Idle completed\r\n").await.unwrap();
+        r.upstream
+            .write_all(b"t OK Idle completed\r\n")
+            .await
+            .unwrap();
         until(&mut r.client, b"t OK Idle completed\r\n").await;
         // Now silence past the idle timeout: autologout.
         let got = to_end(&mut r.client).await;
@@ -1261,16 +1298,25 @@ mod tests {
         until(&mut r.upstream, b"a NOOP\r\n").await;
         let t = Instant::now();
         let got = to_end(&mut r.client).await;
-        assert_eq!(got, b"* BYE [UNAVAILABLE] The mail server is not responding\r\n");
+        assert_eq!(
+            got,
+            b"* BYE [UNAVAILABLE] The mail server is not responding\r\n"
+        );
         assert!(t.elapsed() >= Duration::from_secs(300) && t.elapsed() < Duration::from_secs(302));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_refused_synchronizing_literal_is_never_read_as_literal() {
         let mut r = rig(options());
-        r.client.write_all(b"a APPEND INBOX {10}\r\n").await.unwrap();
+        r.client
+            .write_all(b"a APPEND INBOX {10}\r\n")
+            .await
+            .unwrap();
         until(&mut r.upstream, b"a APPEND INBOX {10}\r\n").await;
-        r.upstream.write_all(b"a NO [TRYCREATE] No such mailbox\r\n").await.unwrap();
+        r.upstream
+            .write_all(b"a NO [TRYCREATE] No such mailbox\r\n")
+            .await
+            .unwrap();
         until(&mut r.client, b"a NO [TRYCREATE]").await;
         // The next bytes are a command: the proxy answers COMPRESS itself.
         r.client.write_all(b"c COMPRESS DEFLATE\r\n").await.unwrap();
@@ -1278,7 +1324,10 @@ mod tests {
         silent(&mut r.upstream, Duration::from_millis(100)).await;
 
         // Accepted: the same bytes are literal data and go upstream.
-        r.client.write_all(b"d APPEND INBOX {10}\r\n").await.unwrap();
+        r.client
+            .write_all(b"d APPEND INBOX {10}\r\n")
+            .await
+            .unwrap();
         until(&mut r.upstream, b"d APPEND INBOX {10}\r\n").await;
         r.upstream.write_all(b"+ go ahead\r\n").await.unwrap();
         until(&mut r.client, b"+ go ahead\r\n").await;
@@ -1299,7 +1348,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(1)).await;
             r.upstream.write_all(&script[cut..]).await.unwrap();
             let got = until(&mut r.client, b"done\r\n").await;
-            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(want), "cut {cut}");
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(want),
+                "cut {cut}"
+            );
             // The status line's `{3}` announced nothing: the proxy can still
             // answer at a message boundary at once.
             r.client.write_all(b"x COMPRESS\r\n").await.unwrap();
@@ -1327,9 +1380,15 @@ mod tests {
         until(&mut r.upstream, b"a NOOP\r\n").await;
         r.trigger.fire();
         silent(&mut r.client, Duration::from_millis(200)).await;
-        r.upstream.write_all(b"a OK NOOP completed\r\n").await.unwrap();
+        r.upstream
+            .write_all(b"a OK NOOP completed\r\n")
+            .await
+            .unwrap();
         let got = to_end(&mut r.client).await;
-        assert_eq!(got, b"a OK NOOP completed\r\n* BYE Server shutting down\r\n");
+        assert_eq!(
+            got,
+            b"a OK NOOP completed\r\n* BYE Server shutting down\r\n"
+        );
     }
 
     #[tokio::test(start_paused = true)]
