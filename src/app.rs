@@ -220,9 +220,6 @@ pub fn replay_spool(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<Ex
     }
 }
 
-/// How long a client of a `proxy_protocol` listener has to send its header.
-pub const PROXY_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// What `serve` hands every protocol adapter when it starts it.
 pub struct Services {
     pub gateway: Arc<Gateway>,
@@ -319,7 +316,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                     ip_limiter: services.ip_limiter.clone(),
                     drain: services.drain.clone(),
                     proxy_protocol: l.proxy_protocol,
-                    proxy_header_timeout: PROXY_HEADER_TIMEOUT,
+                    proxy_header_timeout: crate::net::listener::PROXY_HEADER_TIMEOUT,
                 };
                 tasks.push(tokio::spawn(crate::smtp::serve(
                     relay.clone(),
@@ -332,6 +329,27 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
 
         // --- IMAP proxy (issue 5) --------------------------------------------
+        if let Some(imap) = &config.imap {
+            let proxy = crate::imap::Proxy::new(
+                gateway.clone(),
+                tls.clone(),
+                imap,
+                services.shutdown.clone(),
+            )
+            .context("starting the IMAP proxy")?;
+            for l in &imap.listeners {
+                let listener = tokio::net::TcpListener::bind(l.listen)
+                    .await
+                    .with_context(|| format!("binding the IMAP listener {}", l.listen))?;
+                tracing::info!(listen = %l.listen, tls = %l.tls, upstream = %imap.upstream.address, "IMAP listener");
+                tasks.push(tokio::spawn(proxy.serve(
+                    listener,
+                    l.clone(),
+                    services.drain.clone(),
+                    services.ip_limiter.clone(),
+                )));
+            }
+        }
 
         tracing::info!(
             store = %config.store.path.display(),
@@ -339,7 +357,9 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
             users = gateway.policy.current().users.len(),
             "mailshare ready"
         );
+        notify(&[sd_notify::NotifyState::Ready]);
         run_signals(&gateway, tls.as_deref()).await?;
+        notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!(
             sessions = services.drain.live(),
             "shutting down: no new connections"

@@ -132,6 +132,19 @@ pub fn ingest_headers(
     capture(store, policy, &facts, None, req, true)
 }
 
+/// Capture the metadata in `facts` read from a header block alone (IMAP
+/// `BODY[HEADER]` and `ENVELOPE` fetches, or the head of a message over the
+/// capture limit): no content is stored, and a later full capture of the same
+/// Message-ID fills it in up to the ceiling. Durable when it returns `Ok`.
+pub fn ingest_facts(
+    store: &dyn Store,
+    policy: &Policy,
+    facts: &engine::MessageFacts,
+    req: &IngestRequest<'_>,
+) -> Result<IngestOutcome, IngestError> {
+    capture(store, policy, facts, None, req, true)
+}
+
 fn capture(
     store: &dyn Store,
     policy: &Policy,

@@ -16,6 +16,7 @@
 //! | [`metrics`] | the Prometheus registry and the shared metrics |
 //! | [`net`] | TLS configuration and the limited accept loop |
 //! | [`smtp`] | SMTP submission relay: sans-IO session, DATA framer, EHLO/AUTH stages, async driver |
+//! | [`imap`] | the IMAP proxy: pre-login server, byte-faithful relay, capture of fetched and appended mail |
 //! | [`shutdown`] | shutdown signal and session drain |
 //! | [`control`] | the running server's local control socket (`mailshare backup` while serving) |
 //! | [`app`] | composition root: commands that load config, open the store, serve |
@@ -23,6 +24,7 @@
 //!
 //! Dependencies point one way: `admin → gateway, engine, store, metrics`;
 //! `smtp → gateway, ingest, mail, engine, net, metrics, shutdown, config`;
+//! `imap → gateway, ingest, mail, engine, net, shutdown`;
 //! `ingest → store, mail, engine`; `store → engine`;
 //! `mail → engine`; `config → engine, diag`; `engine → diag` at most.
 #![forbid(unsafe_code)]
@@ -34,6 +36,7 @@ pub mod control;
 pub mod diag;
 pub mod engine;
 pub mod gateway;
+pub mod imap;
 pub mod ingest;
 pub mod logging;
 pub mod mail;

@@ -468,6 +468,22 @@ pub struct Limits {
     /// `session_timeout_secs`: total lifetime of one client session, however
     /// active. Default 86400 (a day; IMAP clients reconnect).
     pub session_timeout_secs: u64,
+    /// `imap_max_line_bytes`: longest IMAP command line a client may send
+    /// after login (and longest capability line accepted from the upstream);
+    /// longer ones end the session with `* BYE`. Default 65536 (Dovecot's
+    /// `imap_max_line_length`); at least 1024. Before login the limit is a
+    /// fixed 8 KiB.
+    pub imap_max_line_bytes: u64,
+    /// `imap_max_literal_bytes`: largest literal (an APPENDed message, say) a
+    /// client may send after login: a larger synchronizing literal is
+    /// refused with `NO [TOOBIG]`, a larger non-synchronizing one ends the
+    /// session. Literals are streamed, never buffered whole; messages the
+    /// upstream sends are not limited. Default 268435456 (256 MiB).
+    pub imap_max_literal_bytes: u64,
+    /// `imap_max_pending_commands`: commands one IMAP client may have in
+    /// flight; at the limit the proxy stops reading the client until the
+    /// upstream answers one (backpressure, no error). Default 256.
+    pub imap_max_pending_commands: u64,
     /// `shutdown_grace_secs`: on SIGTERM, how long open sessions may finish
     /// before they are closed. Default 30 (keep systemd's TimeoutStopSec above).
     pub shutdown_grace_secs: u64,
@@ -508,6 +524,9 @@ impl Default for Limits {
             smtp_idle_timeout_secs: 300,
             imap_idle_timeout_secs: 1860,
             session_timeout_secs: 86_400,
+            imap_max_line_bytes: 64 * 1024,
+            imap_max_literal_bytes: 256 * 1024 * 1024,
+            imap_max_pending_commands: 256,
             shutdown_grace_secs: 30,
             group_commit_max_delay_ms: 5,
             group_commit_max_batch: 128,
@@ -531,6 +550,14 @@ impl Limits {
     }
     pub fn session_timeout(&self) -> Duration {
         Duration::from_secs(self.session_timeout_secs)
+    }
+    /// `imap_max_line_bytes` as a buffer size.
+    pub fn imap_max_line(&self) -> usize {
+        usize::try_from(self.imap_max_line_bytes).unwrap_or(usize::MAX)
+    }
+    /// `imap_max_pending_commands` as a count.
+    pub fn imap_max_pending(&self) -> usize {
+        usize::try_from(self.imap_max_pending_commands).unwrap_or(usize::MAX)
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
@@ -642,6 +669,9 @@ struct RawLimits {
     smtp_idle_timeout_secs: Option<Spanned<u64>>,
     imap_idle_timeout_secs: Option<Spanned<u64>>,
     session_timeout_secs: Option<Spanned<u64>>,
+    imap_max_line_bytes: Option<Spanned<u64>>,
+    imap_max_literal_bytes: Option<Spanned<u64>>,
+    imap_max_pending_commands: Option<Spanned<u64>>,
     shutdown_grace_secs: Option<Spanned<u64>>,
     group_commit_max_delay_ms: Option<Spanned<u64>>,
     group_commit_max_batch: Option<Spanned<u64>>,
@@ -970,7 +1000,7 @@ fn check_upstream(
 }
 
 fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
-    let fields: [(&Option<Spanned<u64>>, &str, &mut u64); 14] = [
+    let fields: [(&Option<Spanned<u64>>, &str, &mut u64); 17] = [
         (
             &raw.max_capture_bytes,
             "max_capture_bytes",
@@ -1010,6 +1040,21 @@ fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
             &raw.session_timeout_secs,
             "session_timeout_secs",
             &mut limits.session_timeout_secs,
+        ),
+        (
+            &raw.imap_max_line_bytes,
+            "imap_max_line_bytes",
+            &mut limits.imap_max_line_bytes,
+        ),
+        (
+            &raw.imap_max_literal_bytes,
+            "imap_max_literal_bytes",
+            &mut limits.imap_max_literal_bytes,
+        ),
+        (
+            &raw.imap_max_pending_commands,
+            "imap_max_pending_commands",
+            &mut limits.imap_max_pending_commands,
         ),
         (
             &raw.shutdown_grace_secs,
@@ -1077,6 +1122,15 @@ fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
     if let Some(v) = &raw.smtp_bare_lf {
         if let Some(mode) = parse_enum::<BareLineEndings>(report, v) {
             limits.smtp_bare_lf = mode;
+        }
+    }
+    if let Some(v) = &raw.imap_max_line_bytes {
+        if limits.imap_max_line_bytes < 1024 {
+            report.error(
+                v.span(),
+                "[limits] imap_max_line_bytes must be at least 1024: \
+                 ordinary IMAP commands and capability lines would not fit",
+            );
         }
     }
     if let Some(v) = &raw.group_commit_max_delay_ms {

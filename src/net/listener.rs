@@ -102,6 +102,9 @@ pub enum Refusal {
     TooManyFromIp,
 }
 
+/// How long a client of a `proxy_protocol` listener has to send its header.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Limits and shared counters for one listener.
 #[derive(Clone, Debug)]
 pub struct ListenerOptions {
@@ -131,7 +134,7 @@ impl ListenerOptions {
             ip_limiter,
             drain,
             proxy_protocol: false,
-            proxy_header_timeout: Duration::from_secs(5),
+            proxy_header_timeout: PROXY_HEADER_TIMEOUT,
         }
     }
 }

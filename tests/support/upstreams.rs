@@ -323,6 +323,7 @@ service imap-login {{
 service submission-login {{
   chroot =
 }}
+{extra}
 "#,
             instance = std::process::id() ^ u32::from(ports[0]),
             base = d.join("run").display(),

@@ -1,0 +1,525 @@
+//! The IMAP proxy against a real Dovecot started by the test: Python's
+//! imaplib through it, raw protocol edge cases, STARTTLS and its injection
+//! attack, limits, a dead upstream, COMPRESS, shutdown, and what the store
+//! holds afterwards (at the policy's levels for a colleague).
+
+#[path = "imap_support/mod.rs"]
+mod imap_support;
+mod support;
+
+use imap_support::{append_direct, python, repo, Options, Proxied, Raw};
+use mailshare::config::TlsMode;
+use mailshare::engine::{self, Level, Viewer};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn mail(id: &str, from: &str, to: &str, subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{id}>\r\nDate: Tue, 10 Nov 2026 10:00:00 +0000\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+/// The level a non-participant colleague sees of a record now.
+fn colleague_level(p: &Proxied, colleague: &str, r: &engine::Record) -> Level {
+    engine::visible(&p.gateway.policy.current(), &Viewer::new(colleague), r).level
+}
+
+fn wait_stored(p: &Proxied, id: &str, level: Level) -> engine::Record {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        if let Some(r) = p.wait_for_record(id, Duration::from_millis(100)) {
+            if r.stored >= level || Instant::now() > end {
+                return r;
+            }
+        }
+        assert!(Instant::now() < end, "{id} never captured");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const IMAPLIB: &str = r#"
+import imaplib, json, ssl, sys
+host = "127.0.0.1"
+plain, starttls_port, direct, cafile = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+out = {}
+
+def msg(mid, frm, to, subject):
+    return ("From: %s\r\nTo: %s\r\nSubject: %s\r\nMessage-ID: <%s>\r\n"
+            "Date: Wed, 11 Nov 2026 09:00:00 +0000\r\n\r\nHello,\r\nsome text.\r\n" % (frm, to, subject, mid)).encode()
+
+M = imaplib.IMAP4(host, plain, timeout=30)
+out["login"] = M.login("alice", "pw-alice")[0]
+typ, data = M.select("INBOX")
+out["select"] = [typ, data[0].decode()]
+# 1 and 2 were delivered directly: metadata from ENVELOPE and BODY[HEADER].
+typ, data = M.fetch("1", "(ENVELOPE)")
+out["envelope"] = data[0].decode()
+typ, data = M.fetch("2", "(BODY.PEEK[HEADER])")
+out["header"] = data[0][1].decode()
+out["append"] = M.append("INBOX", None, None, msg("py-1@client-a.example", "Bob Stone <bob@client-a.example>", "Alice Smith <alice@acme.example>", "Quarterly numbers"))[0]
+out["append_draft_flag"] = M.append("INBOX", "(\\Draft)", None, msg("py-draft@acme.example", "alice@acme.example", "bob@client-a.example", "Draft reply"))[0]
+out["append_drafts_box"] = M.append("Drafts", None, None, msg("py-draftsbox@acme.example", "alice@acme.example", "bob@client-a.example", "Drafts folder"))[0]
+out["append_sent"] = M.append("Sent", "(\\Seen)", None, msg("py-sent@acme.example", "Alice Smith <alice@acme.example>", "Dana Lee <dana@client-b.example>", "Proposal"))[0]
+M.select("INBOX")
+typ, data = M.fetch("3", "(BODY.PEEK[])")
+out["body"] = data[0][1].decode()
+typ, data = M.fetch("3", "(BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])")
+out["fields"] = data[0][1].decode()
+typ, data = M.uid("FETCH", "1:*", "(UID FLAGS)")
+out["uid_fetch"] = [d.decode() for d in data]
+typ, data = M.uid("FETCH", "2", "(BODY.PEEK[])")
+out["uid_body"] = data[0][1].decode()
+
+# IDLE, and a message delivered meanwhile on a direct connection.
+tag = M._new_tag().decode()
+M.send(("%s IDLE\r\n" % tag).encode())
+out["idle_continuation"] = M.readline().decode()
+D = imaplib.IMAP4(host, direct, timeout=30)
+D.login("alice", "pw-alice")
+D.append("INBOX", None, None, msg("py-idle@client-a.example", "bob@client-a.example", "alice@acme.example", "During idle"))
+D.logout()
+line = M.readline().decode()
+while "EXISTS" not in line:
+    line = M.readline().decode()
+out["idle_exists"] = line
+M.send(b"DONE\r\n")
+line = M.readline().decode()
+while not line.startswith(tag):
+    line = M.readline().decode()
+out["idle_done"] = line
+out["logout"] = M.logout()[0]
+
+# STARTTLS on the starttls listener, trusting the demo certificate.
+S = imaplib.IMAP4(host, starttls_port, timeout=30)
+out["caps_before_tls"] = list(S.capabilities)
+S.starttls(ssl_context=ssl.create_default_context(cafile=cafile))
+out["caps_after_tls"] = list(S.capabilities)
+out["tls_login"] = S.login("bob", "pw-bob")[0]
+out["tls_select"] = S.select("INBOX")[0]
+S.logout()
+print(json.dumps(out))
+"#;
+
+#[test]
+fn imaplib_through_the_proxy_and_what_colleagues_see() {
+    let p = Proxied::start(Options::default());
+    append_direct(
+        &p.up,
+        "alice",
+        "INBOX",
+        &[
+            mail(
+                "env-only@client-a.example",
+                "Office <office@client-a.example>",
+                "alice@acme.example",
+                "Envelope only",
+                "not fetched",
+            ),
+            mail(
+                "hdr-then-body@client-b.example",
+                "Dana Lee <dana@client-b.example>",
+                "alice@acme.example",
+                "Header first",
+                "then the body",
+            ),
+        ],
+    );
+    let args = vec![
+        p.plain.port().to_string(),
+        p.starttls.port().to_string(),
+        p.up.imap.port().to_string(),
+        repo().join("config/tls/cert.pem").display().to_string(),
+    ];
+    let out = python(IMAPLIB, &args, DEADLINE);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
+    for k in [
+        "login",
+        "append",
+        "append_draft_flag",
+        "append_drafts_box",
+        "append_sent",
+        "logout",
+        "tls_login",
+        "tls_select",
+    ] {
+        assert_eq!(s(k), if k == "logout" { "BYE" } else { "OK" }, "{k}: {v}");
+    }
+    assert_eq!(v["select"][0], "OK");
+    // Byte-faithful: the fetched message is exactly what was appended.
+    assert_eq!(
+        s("body"),
+        "From: Bob Stone <bob@client-a.example>\r\nTo: Alice Smith <alice@acme.example>\r\nSubject: Quarterly numbers\r\nMessage-ID: <py-1@client-a.example>\r\nDate: Wed, 11 Nov 2026 09:00:00 +0000\r\n\r\nHello,\r\nsome text.\r\n"
+    );
+    assert!(s("fields").contains("Subject: Quarterly numbers"), "{v}");
+    assert!(
+        s("envelope").contains("Envelope only")
+            && s("envelope").contains("env-only@client-a.example")
+    );
+    assert!(s("header").contains("Subject: Header first"));
+    assert!(s("uid_body").contains("then the body"));
+    assert_eq!(v["uid_fetch"].as_array().unwrap().len(), 4, "{v}");
+    assert!(s("idle_continuation").starts_with('+'), "{v}");
+    assert!(s("idle_exists").contains("EXISTS"), "{v}");
+    assert!(s("idle_done").contains("OK"), "{v}");
+    let caps = |k: &str| -> Vec<String> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = caps("caps_before_tls");
+    assert!(before.contains(&"STARTTLS".into()) && before.contains(&"LOGINDISABLED".into()));
+    assert!(!before.iter().any(|c| c.starts_with("AUTH=")), "{before:?}");
+    let after = caps("caps_after_tls");
+    assert!(after.contains(&"AUTH=PLAIN".into()) && !after.contains(&"STARTTLS".into()));
+
+    // The store: appended and fetched mail, at the policy's levels.
+    let bob = "bob@acme.example";
+    // Alice's setting for bob@client-a.example is `subject`.
+    let r = wait_stored(&p, "py-1@client-a.example", Level::Subject);
+    assert_eq!(colleague_level(&p, bob, &r), Level::Subject);
+    assert!(r.owners.iter().any(|o| o.user == "alice@acme.example"));
+    // Sent mail: outbound for Alice (From is hers), shared in full.
+    let r = wait_stored(&p, "py-sent@acme.example", Level::Full);
+    assert_eq!(r.owners[0].direction, engine::Direction::Outbound);
+    assert_eq!(colleague_level(&p, bob, &r), Level::Full);
+    // Header first (metadata), then the whole message fills in the content.
+    let r = wait_stored(&p, "hdr-then-body@client-b.example", Level::Full);
+    assert_eq!(
+        r.stored,
+        Level::Full,
+        "the later BODY[] raised the stored fields"
+    );
+    assert_eq!(colleague_level(&p, bob, &r), Level::Full);
+    // ENVELOPE only: metadata and subject, no content.
+    let r = wait_stored(&p, "env-only@client-a.example", Level::Subject);
+    assert_eq!(r.stored, Level::Subject);
+    assert!(r.content.is_none());
+    // Drafts are never captured, nor what was only announced by IDLE.
+    std::thread::sleep(Duration::from_millis(300));
+    for id in [
+        "py-draft@acme.example",
+        "py-draftsbox@acme.example",
+        "py-idle@client-a.example",
+    ] {
+        assert!(
+            p.wait_for_record(id, Duration::ZERO).is_none(),
+            "{id} captured"
+        );
+    }
+    assert!(p.metric("mailshare_imap_captures_total", &[("source", "append")]) >= 2.0);
+    assert!(p.metric("mailshare_imap_captures_total", &[("source", "envelope")]) >= 1.0);
+    assert!(p.metric("mailshare_imap_commands_total", &[("command", "idle")]) >= 1.0);
+    assert!(p.metric("mailshare_imap_logins_total", &[("result", "ok")]) >= 2.0);
+}
+
+#[test]
+fn starttls_injection_is_never_answered() {
+    let p = Proxied::start(Options::default());
+    let mut c = Raw::greeted(p.starttls);
+    c.send(b"a STARTTLS\r\nb CAPABILITY\r\n");
+    assert_eq!(c.line(), "a OK Begin TLS negotiation now\r\n");
+    // The connection is dropped: no TLS, and `b` is never answered.
+    let rest = c.rest();
+    assert!(
+        !rest.contains("b OK") && !rest.contains("CAPABILITY"),
+        "{rest:?}"
+    );
+    // A clean STARTTLS still works (LOGIN refused before it).
+    let mut c = Raw::greeted(p.starttls);
+    c.send(b"a LOGIN alice pw-alice\r\n");
+    assert!(c.line().starts_with("a NO [PRIVACYREQUIRED]"));
+}
+
+#[test]
+fn implicit_tls_and_tls_upstreams() {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    for upstream_tls in [TlsMode::Starttls, TlsMode::Implicit] {
+        let p = Proxied::start(Options {
+            upstream_tls,
+            ..Options::default()
+        });
+        // The proxy verifies the upstream's certificate and logs in through it.
+        let mut c = Raw::login(p.plain, "carol");
+        c.send(b"a CAPABILITY\r\n");
+        let caps = c.until("a").concat();
+        assert!(
+            caps.contains("IMAP4rev1") && !caps.contains("STARTTLS"),
+            "{caps}"
+        );
+        // A client over implicit TLS.
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in
+            rustls::pki_types::CertificateDer::pem_file_iter(repo().join("config/tls/cert.pem"))
+                .unwrap()
+        {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let conn = rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
+            .unwrap();
+        let tcp = std::net::TcpStream::connect(p.implicit).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        use std::io::Write;
+        tls.write_all(b"a LOGIN dave pw-dave\r\nb LOGOUT\r\n")
+            .unwrap();
+        let mut got = String::new();
+        let _ = tls.read_to_string(&mut got);
+        assert!(
+            got.starts_with("* OK [CAPABILITY") && got.contains("AUTH=PLAIN"),
+            "{got}"
+        );
+        assert!(got.contains("a OK") && got.contains("b OK"), "{got}");
+    }
+}
+
+#[test]
+fn wrong_password_and_dead_upstream() {
+    let p = Proxied::start(Options::default());
+    let mut c = Raw::greeted(p.plain);
+    c.send(b"a LOGIN alice wrong\r\n");
+    let r = c.until("a").concat();
+    assert!(
+        r.starts_with("a NO [AUTHENTICATIONFAILED]"),
+        "Dovecot's own answer: {r}"
+    );
+    c.send(b"b LOGIN alice pw-alice\r\n");
+    assert!(c.until("b").concat().starts_with("b OK"));
+    assert_eq!(
+        p.metric("mailshare_imap_logins_total", &[("result", "rejected")]),
+        1.0
+    );
+
+    // An upstream that is not there: a prompt tagged NO.
+    let dead = Proxied::start(Options {
+        upstream_address: Some(format!("127.0.0.1:{}", support::upstreams::free_port())),
+        ..Options::default()
+    });
+    let mut c = Raw::greeted(dead.plain);
+    let t = Instant::now();
+    c.send(b"a LOGIN alice pw-alice\r\n");
+    let r = c.line();
+    assert!(r.starts_with("a NO [UNAVAILABLE]"), "{r}");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    c.send(b"b NOOP\r\n");
+    assert!(c.line().starts_with("b OK"), "the session goes on");
+
+    // An upstream that dies mid-session: `* BYE` at once.
+    let mut c = Raw::login(p.plain, "bob");
+    c.send(b"s SELECT INBOX\r\n");
+    c.until("s");
+    // SIGKILL the imap processes of this Dovecot (children of its master,
+    // by PID): the connection drops without a word from the server.
+    let master = std::fs::read_to_string(p.up.dir.path().join("run/master.pid")).unwrap();
+    let t = Instant::now();
+    let mut killed = 0;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …
+        let Some((head, tail)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let ppid = tail.split(' ').nth(1).unwrap_or("");
+        if head.ends_with("(imap") && ppid == master.trim() {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status()
+                .unwrap();
+            killed += 1;
+        }
+    }
+    assert!(killed >= 1, "no imap process found");
+    let rest = c.rest();
+    assert_eq!(
+        rest,
+        "* BYE [UNAVAILABLE] The mail server closed the connection\r\n"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn compress_is_stripped_and_refused() {
+    let p = Proxied::start(Options {
+        dovecot: "mail_plugins = $mail_plugins zlib\nprotocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n".into(),
+        ..Options::default()
+    });
+    // Dovecot offers it directly…
+    let mut d = Raw::greeted(p.up.imap);
+    d.send(b"a LOGIN alice pw-alice\r\nb CAPABILITY\r\n");
+    let direct = d.until("b").concat();
+    assert!(direct.contains("COMPRESS=DEFLATE"), "{direct}");
+    // …the proxy never does, and refuses the command.
+    let mut c = Raw::greeted(p.plain);
+    c.send(b"a LOGIN alice pw-alice\r\n");
+    let login = c.until("a").concat();
+    assert!(
+        login.contains("[CAPABILITY") && !login.contains("COMPRESS"),
+        "{login}"
+    );
+    c.send(b"b CAPABILITY\r\n");
+    let caps = c.until("b").concat();
+    assert!(
+        caps.contains("* CAPABILITY") && !caps.contains("COMPRESS"),
+        "{caps}"
+    );
+    c.send(b"c COMPRESS DEFLATE\r\nd NOOP\r\n");
+    assert!(c.until("c").concat().starts_with("c NO"));
+    assert!(c.until("d").concat().contains("d OK"), "still uncompressed");
+}
+
+#[test]
+fn literal_edge_cases() {
+    let p = Proxied::start(Options::default());
+    let mut c = Raw::login(p.plain, "alice");
+    // Zero-length literals: Dovecot's answer comes back, framing holds.
+    c.send(b"z APPEND INBOX {0+}\r\n\r\n");
+    let z = c.until("z").concat();
+    assert!(
+        z.starts_with("z NO") || z.starts_with("z BAD") || z.starts_with("z OK"),
+        "{z}"
+    );
+    c.send(b"y SELECT {5+}\r\nINBOX\r\n");
+    assert!(c.until("y").concat().contains("y OK"));
+    c.send(b"x APPEND INBOX (\\Seen) {0}\r\n");
+    let l = c.line();
+    if l.starts_with('+') {
+        c.send(b"\r\n");
+        c.until("x");
+    }
+    // LITERAL+ APPEND, captured.
+    let m = mail(
+        "lplus@client-b.example",
+        "erik@client-b.example",
+        "alice@acme.example",
+        "Plus",
+        "body",
+    );
+    let mut cmd = format!("w APPEND INBOX {{{}+}}\r\n", m.len()).into_bytes();
+    cmd.extend_from_slice(&m);
+    cmd.extend_from_slice(b"\r\n");
+    c.send(&cmd);
+    assert!(c.until("w").concat().contains("w OK"));
+    assert!(p
+        .wait_for_record("lplus@client-b.example", DEADLINE)
+        .is_some());
+
+    // A synchronizing-literal APPEND split across TCP reads at every byte.
+    let template = mail(
+        "split-{}@client-c.example",
+        "grace@client-c.example",
+        "alice@acme.example",
+        "Split",
+        "x",
+    );
+    let n = template.len() + 4;
+    let mut count = 0;
+    for cut in (0..n + 40).step_by(1) {
+        let m = String::from_utf8(template.clone())
+            .unwrap()
+            .replace("{}", &format!("{cut:04}"))
+            .into_bytes();
+        let tag = format!("s{cut}");
+        let head = format!("{tag} APPEND INBOX {{{}}}\r\n", m.len()).into_bytes();
+        c.send(&head);
+        let cont = c.line();
+        assert!(cont.starts_with('+'), "{cont}");
+        let mut body = m.clone();
+        body.extend_from_slice(b"\r\n");
+        let cut = cut.min(body.len());
+        c.send(&body[..cut]);
+        std::thread::sleep(Duration::from_millis(2));
+        c.send(&body[cut..]);
+        let r = c.until(&tag).concat();
+        assert!(r.contains(&format!("{tag} OK")), "{r}");
+        count += 1;
+    }
+    // Every message arrived intact at Dovecot and was captured.
+    let mut d = Raw::login(p.up.imap, "alice");
+    d.send(b"s SELECT INBOX\r\nf FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])\r\n");
+    let listing = d.until("f").concat();
+    for cut in 0..count {
+        let id = format!("split-{cut:04}@client-c.example");
+        assert!(listing.contains(&id), "{id} missing upstream");
+    }
+    for cut in [0, 1, 17, count / 2, count - 1] {
+        let id = format!("split-{cut:04}@client-c.example");
+        assert!(
+            p.wait_for_record(&id, DEADLINE).is_some(),
+            "{id} not captured"
+        );
+    }
+}
+
+#[test]
+fn limits_hold_with_flat_memory() {
+    let p = Proxied::start(Options::default());
+    // Before login: oversize literals get BAD without `+`.
+    let mut c = Raw::greeted(p.plain);
+    c.send(b"a APPEND INBOX {4294967295}\r\nb APPEND INBOX {99999999999}\r\nc NOOP\r\n");
+    assert!(c.line().starts_with("a BAD"));
+    assert!(c.line().starts_with("b BAD"));
+    assert!(c.line().starts_with("c OK"));
+    c.send(b"d LOGIN {5+}\r\n");
+    c.send(&[b'x'; 20_000]);
+    // 5 bytes were the literal; the rest is a line over 8 KiB: BYE.
+    let rest = c.rest();
+    assert!(rest.contains("* BYE"), "{rest:?}");
+
+    // After login: a 1 GB literal announcement is refused, the session goes on.
+    let mut c = Raw::login(p.plain, "alice");
+    c.send(b"a APPEND INBOX {1073741824}\r\n");
+    assert_eq!(c.line(), "a NO [TOOBIG] Literal too large\r\n");
+    c.send(b"b NOOP\r\n");
+    assert!(c.until("b").concat().contains("b OK"));
+
+    // A 10 MB line without LF: BYE, connection closed, before it is all sent.
+    let mut c = Raw::login(p.plain, "alice");
+    let mut w = c.w.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![b'x'; 1 << 16];
+        let mut sent = 0usize;
+        while sent < 10 << 20 {
+            if w.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        sent
+    });
+    let rest = c.rest();
+    assert!(rest.starts_with("* BYE Command line too long"), "{rest:?}");
+    let sent = writer.join().unwrap();
+    assert!(sent < 10 << 20, "the proxy stopped reading: {sent}");
+    assert!(p.metric("mailshare_imap_limit_hits_total", &[("limit", "line")]) >= 1.0);
+}
+
+#[test]
+fn shutdown_sends_bye_to_idle_sessions() {
+    let p = Proxied::start(Options::default());
+    let mut c = Raw::login(p.plain, "alice");
+    c.send(b"s SELECT INBOX\r\ni IDLE\r\n");
+    c.until("s");
+    assert!(c.line().starts_with('+'));
+    let mut fresh = Raw::greeted(p.plain);
+    p.shutdown();
+    let rest = c.rest();
+    assert!(rest.ends_with("* BYE Server shutting down\r\n"), "{rest:?}");
+    assert!(fresh.rest().contains("* BYE Server shutting down"));
+}
