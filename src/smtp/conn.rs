@@ -318,6 +318,8 @@ impl Hooks for GatewayHooks {
             .policy
             .current()
             .user_by_login(login)
+            // A removed user is never captured again: do not even collect.
+            .filter(|u| u.status == crate::engine::policy::UserStatus::Active)
             .map(|u| u.address.clone())
     }
 }

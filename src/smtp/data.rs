@@ -288,6 +288,17 @@ impl HeaderFilter {
         self.body_start
     }
 
+    /// The header block has ended: the rest passes unchanged.
+    pub fn in_body(&self) -> bool {
+        self.state == HeaderState::Body
+    }
+
+    /// Account for `n` body bytes passed on without [`feed`](Self::feed).
+    pub fn feed_body(&mut self, n: usize) {
+        debug_assert!(self.in_body());
+        self.offset += n as u64;
+    }
+
     /// How many share header fields were removed.
     pub fn removed(&self) -> u32 {
         self.removed
