@@ -1048,3 +1048,37 @@ fn trace_logs_never_show_credentials() {
         assert!(!log.contains(s.as_str()), "the log holds {s:?}");
     }
 }
+
+#[test]
+fn idle_and_login_deadlines_close_with_421() {
+    let _d = Deadline::new("deadlines", 60);
+    let up = Upstreams::start();
+    // Idle: silence after the greeting.
+    let ms = InProcess::start(
+        &Spec::new(up.submission, vec![ListenerSpec::plain()]).limit("smtp_idle_timeout_secs = 1"),
+    );
+    let mut c = LineClient::connect(ms.addrs[0]);
+    c.smtp_reply();
+    let t = Instant::now();
+    assert!(one(&mut c).starts_with("421 4.4.2 Idle timeout"));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // Pre-login: busy but never authenticated.
+    let ms = InProcess::start(
+        &Spec::new(up.submission, vec![ListenerSpec::plain()]).limit("prelogin_timeout_secs = 2"),
+    );
+    let mut c = LineClient::connect(ms.addrs[0]);
+    c.smtp_reply();
+    c.send(b"EHLO x\r\n");
+    c.smtp_reply();
+    let t = Instant::now();
+    let last = loop {
+        c.send(b"NOOP\r\n");
+        let r = one(&mut c);
+        if !r.starts_with("250") || t.elapsed() > Duration::from_secs(5) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(last.starts_with("421 4.7.0 Login timeout"), "{last}");
+    assert!(ms.metric("mailshare_smtp_rejects_total{reason=\"login_timeout\"}") >= 1.0);
+}

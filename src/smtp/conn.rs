@@ -318,6 +318,8 @@ impl Hooks for GatewayHooks {
             .policy
             .current()
             .user_by_login(login)
+            // A removed user is never captured again: do not even collect.
+            .filter(|u| u.status == crate::engine::policy::UserStatus::Active)
             .map(|u| u.address.clone())
     }
 }
@@ -603,7 +605,16 @@ where
                     }
                 }
                 Effect::Capture(req) => {
-                    relay.capture(req).await;
+                    // Bounded like any wait: a wedged store must not hold the
+                    // client forever. The capture itself goes on (it runs on
+                    // a blocking thread) and may still complete.
+                    if timeout(upstream_wait, relay.capture(req)).await.is_err() {
+                        m.spooled.with_label_values(&["timed_out"]).inc();
+                        tracing::error!(
+                            seconds = upstream_wait.as_secs(),
+                            "capture did not finish in time; releasing upstream's reply"
+                        );
+                    }
                     session.capture_done();
                 }
                 Effect::Close => {

@@ -288,6 +288,17 @@ impl HeaderFilter {
         self.body_start
     }
 
+    /// The header block has ended: the rest passes unchanged.
+    pub fn in_body(&self) -> bool {
+        self.state == HeaderState::Body
+    }
+
+    /// Account for `n` body bytes passed on without [`feed`](Self::feed).
+    pub fn feed_body(&mut self, n: usize) {
+        debug_assert!(self.in_body());
+        self.offset += n as u64;
+    }
+
     /// How many share header fields were removed.
     pub fn removed(&self) -> u32 {
         self.removed
@@ -869,5 +880,77 @@ mod tests {
         let mut c = Collector::new(4, 8);
         c.push(b"Subject: long header\r\n\r\n", None, &Unlimited);
         assert!(matches!(c.finish(), Collected::HeadersOnly { head, .. } if head.len() == 4));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// CRLF-only messages whose first line does not start with a dot
+        /// and that are not empty: where smtp-proto's receiver is right.
+        fn crlf_message() -> impl Strategy<Value = Vec<u8>> {
+            let line =
+                proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'.'), Just(b' ')], 0..6);
+            (proptest::collection::vec(line, 1..8), "[a-z]{1,3}").prop_map(|(lines, first)| {
+                let mut m = first.into_bytes();
+                m.extend_from_slice(b"\r\n");
+                for l in lines {
+                    m.extend_from_slice(&l);
+                    m.extend_from_slice(b"\r\n");
+                }
+                m
+            })
+        }
+
+        proptest! {
+            #[test]
+            fn same_message_as_smtp_proto_on_crlf_input(m in crlf_message()) {
+                let mut wire = Vec::new();
+                let mut st = DotStuffer::new();
+                st.feed(&m, &mut wire);
+                st.finish(&mut wire);
+                let mut theirs = Vec::new();
+                let mut r = smtp_proto::request::receiver::DataReceiver::new();
+                prop_assert!(r.ingest(&mut wire.iter(), &mut theirs));
+                let (ours, n, done, err) = frame(BareLineEndings::Reject, &wire);
+                prop_assert!(done && err.is_none() && n == wire.len());
+                prop_assert_eq!(&ours, &theirs);
+                prop_assert_eq!(&ours, &m);
+            }
+
+            /// Any bytes: the framer ends only at the first real CRLF.CRLF
+            /// (or a leading .CRLF), and in normalize mode what it yields,
+            /// re-stuffed, holds exactly one terminator.
+            #[test]
+            fn arbitrary_bytes_never_end_early(
+                input in proptest::collection::vec(prop_oneof![
+                    Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(0u8)
+                ], 0..40),
+                cut in 0usize..40,
+            ) {
+                let mut strict_end = None;
+                if input.starts_with(b".\r\n") {
+                    strict_end = Some(3);
+                } else if let Some(p) = input.windows(5).position(|w| w == b"\r\n.\r\n") {
+                    strict_end = Some(p + 5);
+                }
+                for mode in [BareLineEndings::Reject, BareLineEndings::Normalize] {
+                    let cut = cut.min(input.len());
+                    let (out, n, done, err) = frame_split(mode, &input, &[cut]);
+                    prop_assert_eq!(done, strict_end.is_some());
+                    if let Some(e) = strict_end {
+                        prop_assert_eq!(n, e);
+                    }
+                    if mode == BareLineEndings::Normalize && err.is_none() {
+                        prop_assert!(crlf_only(&out));
+                        let mut wire = Vec::new();
+                        let mut st = DotStuffer::new();
+                        st.feed(&out, &mut wire);
+                        st.finish(&mut wire);
+                        prop_assert_eq!(count_terminators(&wire), 1);
+                    }
+                }
+            }
+        }
     }
 }

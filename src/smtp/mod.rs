@@ -170,7 +170,7 @@ impl SmtpMetrics {
             )?,
             spooled: cv(
                 "mailshare_smtp_spooled_total",
-                "Messages whose capture failed, by what happened next (spooled, failed, lost).",
+                "Messages whose capture failed, by what happened next (spooled, failed, lost, timed_out).",
                 &["result"],
             )?,
         })

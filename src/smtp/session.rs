@@ -383,7 +383,13 @@ impl Session {
         if self.closed {
             return;
         }
-        self.input.extend_from_slice(bytes);
+        if self.input.is_empty() && self.phase == Phase::Data && self.effect.is_none() {
+            // The hot path: message content straight from the read buffer.
+            let consumed = self.data_chunk(bytes);
+            self.input.extend_from_slice(&bytes[consumed..]);
+        } else {
+            self.input.extend_from_slice(bytes);
+        }
         self.process();
     }
 
@@ -1140,14 +1146,24 @@ impl Session {
         if self.input.is_empty() {
             return false;
         }
+        let input = std::mem::take(&mut self.input);
+        let consumed = self.data_chunk(&input);
+        self.input = input;
+        self.input.drain(..consumed);
+        true
+    }
+
+    /// Frame, filter, stuff and collect one piece of DATA content; returns
+    /// the bytes consumed (all of them, unless the message ended inside).
+    fn data_chunk(&mut self, input: &[u8]) -> usize {
         let Some(mut msg) = self.msg.take() else {
             self.phase = Phase::Command;
-            return true;
+            return 0;
         };
         let mut content = std::mem::take(&mut self.scratch);
         content.clear();
         let framer = msg.framer.as_mut().expect("DATA messages have a framer");
-        let p = framer.feed(&self.input, &mut content);
+        let p = framer.feed(input, &mut content);
         if msg.error.is_none() {
             if let Some(e) = framer.error() {
                 msg.error = Some(MessageError::Data(e));
@@ -1163,19 +1179,27 @@ impl Session {
             self.relay_content(&mut msg, &content, true);
         }
         self.scratch = content;
-        self.input.drain(..p.consumed);
         if p.done {
             self.phase = Phase::Command;
             self.end_message(msg, true);
         } else {
             self.msg = Some(msg);
         }
-        true
+        p.consumed
     }
 
     /// Filter and collect `content`; for DATA, stuff it into the upstream
     /// stream; for BDAT leave the filtered bytes in `scratch2`.
     fn relay_content(&mut self, msg: &mut Message, content: &[u8], stuff: bool) {
+        if stuff && msg.filter.in_body() {
+            // The body passes the filter unchanged: stuff it directly.
+            msg.filter.feed_body(content.len());
+            if let Some(c) = &mut msg.collector {
+                c.push(content, msg.filter.body_start(), self.hooks.as_ref());
+            }
+            msg.stuffer.feed(content, &mut self.upstream_out);
+            return;
+        }
         let mut filtered = std::mem::take(&mut self.scratch2);
         filtered.clear();
         msg.filter.feed(content, &mut filtered);
