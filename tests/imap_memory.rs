@@ -53,7 +53,7 @@ fn fetch_body(addr: std::net::SocketAddr) -> Vec<u8> {
 fn fifty_megabyte_fetch_streams_with_bounded_memory() {
     let up = Upstreams::start_with(UpstreamOptions::default());
     let msg = big_message(50 << 20, "big@client-c.example");
-    append_direct(&up, "alice", "INBOX", &[msg.clone()]);
+    append_direct(&up, "alice", "INBOX", std::slice::from_ref(&msg));
     for (label, limits, bound_mib) in [
         // Over the capture limit: headers captured, the body only relayed.
         (

@@ -58,8 +58,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use upstream::{AuthReply, Upstream, UpstreamError, UpstreamSettings};
 
-/// Concurrent captures (parse + durable store write) across all sessions.
-const CAPTURE_WORKERS: usize = 8;
+/// Concurrent captures (parse + durable store write) across all sessions:
+/// most of a capture's time is the wait for the group commit, so more
+/// captures in flight make larger commits, not more CPU.
+const CAPTURE_WORKERS: usize = 32;
 /// Captures queued before sessions wait.
 const CAPTURE_QUEUE: usize = 256;
 

@@ -35,6 +35,9 @@ pub struct Options {
     pub dovecot: String,
     /// Point the proxy at this address instead of Dovecot.
     pub upstream_address: Option<String>,
+    /// Enable TLS in Dovecot (IMAPS, STARTTLS) even when the proxy talks to
+    /// it in plaintext (to compare with Dovecot's own TLS).
+    pub dovecot_tls: bool,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             limits: Limits::default(),
             dovecot: String::new(),
             upstream_address: None,
+            dovecot_tls: false,
         }
     }
 }
@@ -67,7 +71,7 @@ impl Proxied {
     pub fn start(options: Options) -> Proxied {
         let up = Upstreams::start_with_conf(
             UpstreamOptions {
-                tls: options.upstream_tls != TlsMode::None,
+                tls: options.dovecot_tls || options.upstream_tls != TlsMode::None,
             },
             &options.dovecot,
         );
