@@ -523,3 +523,53 @@ fn shutdown_sends_bye_to_idle_sessions() {
     assert!(rest.ends_with("* BYE Server shutting down\r\n"), "{rest:?}");
     assert!(fresh.rest().contains("* BYE Server shutting down"));
 }
+
+#[test]
+fn no_credential_reaches_the_logs_even_at_trace() {
+    use base64::Engine as _;
+    let up = support::upstreams::Upstreams::start();
+    let mut b = imap_support::Binary::start_logged(&up, "", "trace");
+    // Wrong secrets (they would be logged on failure if anything is) and
+    // right ones, by LOGIN and by AUTHENTICATE PLAIN.
+    let secret = "Sesame-7f3a9c";
+    let b64 = base64::engine::general_purpose::STANDARD.encode(format!("\0alice\0{secret}"));
+    let mut c = Raw::greeted(b.plain);
+    c.send(format!("a LOGIN alice {secret}\r\n").as_bytes());
+    assert!(c.until("a").concat().contains("a NO"));
+    c.send(format!("b AUTHENTICATE PLAIN {b64}\r\n").as_bytes());
+    assert!(c.until("b").concat().contains("b NO"));
+    c.send(b"c AUTHENTICATE PLAIN\r\n");
+    assert!(c.line().starts_with('+'));
+    c.send(format!("{b64}\r\n").as_bytes());
+    assert!(c.until("c").concat().contains("c NO"));
+    let good = base64::engine::general_purpose::STANDARD.encode("\0alice\0pw-alice");
+    c.send(format!("d AUTHENTICATE PLAIN {good}\r\ne LOGOUT\r\n").as_bytes());
+    assert!(c.until("e").concat().contains("d OK"));
+    b.stop();
+    let log = std::fs::read_to_string(b.log_path()).unwrap();
+    assert!(
+        log.contains("IMAP login") || log.contains("TRACE"),
+        "logging works: {log}"
+    );
+    for needle in [secret, b64.as_str(), "pw-alice", good.as_str()] {
+        assert!(!log.contains(needle), "{needle} found in the log");
+    }
+}
+
+#[test]
+fn too_many_connections_from_one_address_get_bye() {
+    let p = Proxied::start(Options {
+        limits: mailshare::config::Limits {
+            max_connections_per_ip: 2,
+            ..Default::default()
+        },
+        ..Options::default()
+    });
+    let _a = Raw::greeted(p.plain);
+    let _b = Raw::greeted(p.plain);
+    let mut c = Raw::connect(p.plain);
+    assert_eq!(
+        c.rest(),
+        "* BYE [UNAVAILABLE] Too many connections from your address\r\n"
+    );
+}

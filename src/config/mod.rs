@@ -1316,4 +1316,40 @@ mod tests {
         assert_eq!(c.limits, Limits::default());
         assert!(c.admin.is_none() && c.smtp.is_none() && c.imap.is_none() && c.tls.is_none());
     }
+
+    #[test]
+    fn imap_limits_have_defaults_and_bounds() {
+        let d = Limits::default();
+        assert_eq!(
+            (
+                d.imap_max_line_bytes,
+                d.imap_max_literal_bytes,
+                d.imap_max_pending_commands
+            ),
+            (65_536, 268_435_456, 256)
+        );
+        let c = parse_config(
+            Path::new("/x/mailshare.toml"),
+            "[limits]\nimap_max_line_bytes = 2048\nimap_max_literal_bytes = 1000\nimap_max_pending_commands = 8\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.imap_max_line(), 2048);
+        assert_eq!(c.limits.imap_max_literal_bytes, 1000);
+        assert_eq!(c.limits.imap_max_pending(), 8);
+        let e = parse_config(
+            Path::new("/x/mailshare.toml"),
+            "[limits]\nimap_max_line_bytes = 100\nimap_max_pending_commands = 0\n",
+        )
+        .unwrap_err();
+        let text: Vec<String> = e.iter().map(ToString::to_string).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(
+            text[0].contains("imap_max_line_bytes must be at least 1024"),
+            "{text:?}"
+        );
+        assert!(
+            text[1].contains("imap_max_pending_commands must be at least 1"),
+            "{text:?}"
+        );
+    }
 }

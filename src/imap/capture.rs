@@ -36,7 +36,7 @@ use imap_codec::ResponseCodec;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 /// Where a capture came from (a metric label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,54 +93,72 @@ pub enum JobOutcome {
     Done(Result<IngestOutcome, IngestError>),
     /// Not captured, with a bounded reason.
     Ignored(&'static str),
+    /// The store already holds everything this capture could add.
+    Unchanged,
 }
 
 /// The process-wide queue of captures and its workers.
 #[derive(Clone)]
 pub struct CaptureQueue {
     tx: mpsc::Sender<Job>,
+    known: Arc<Known>,
 }
 
 impl CaptureQueue {
-    /// Start `workers` concurrent captures fed by a queue of `depth` jobs.
-    /// Must be called inside a tokio runtime.
+    /// Start `workers` capture threads fed by a queue of `depth` jobs.
+    /// Dedicated threads (not a task and a blocking-pool hop per message):
+    /// most of a capture is the wait for the store's group commit.
     pub fn start(
         gateway: Arc<Gateway>,
         metrics: ImapMetrics,
         workers: usize,
         depth: usize,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Job>(depth.max(1));
-        let slots = Arc::new(Semaphore::new(workers.max(1)));
-        tokio::spawn(async move {
-            loop {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let Some(job) = rx.recv().await else {
-                    return;
-                };
-                let gateway = gateway.clone();
-                let metrics = metrics.clone();
-                tokio::spawn(async move {
+        let (tx, rx) = mpsc::channel::<Job>(depth.max(1));
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let known = Arc::new(Known::default());
+        for i in 0..workers.max(1) {
+            let (rx, gateway, metrics, known) =
+                (rx.clone(), gateway.clone(), metrics.clone(), known.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("imap-capture-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let mut rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        rx.blocking_recv()
+                    };
+                    let Some(job) = job else {
+                        return; // every sender is gone: the proxy stopped
+                    };
                     let source = job.source;
                     let started = Instant::now();
-                    let g = gateway.clone();
-                    let outcome = tokio::task::spawn_blocking(move || {
-                        let out = run_job(&g, &job);
-                        drop(job);
-                        out
-                    })
-                    .await
-                    .unwrap_or_else(|e| {
-                        JobOutcome::Done(Err(IngestError::Panicked(e.to_string())))
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run_job(&gateway, &job)
+                    }))
+                    .unwrap_or_else(|_| {
+                        JobOutcome::Done(Err(IngestError::Panicked("capture panicked".into())))
                     });
+                    if complete(&outcome) {
+                        if let Payload::Message { raw, .. } = &job.payload {
+                            if let Some(id) = header_message_id(raw) {
+                                known.insert(&gateway.policy.current(), &job.owner, id);
+                            }
+                        }
+                    }
+                    drop(job);
                     record(&gateway, &metrics, source, started, &outcome);
-                    drop(slot);
                 });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start an IMAP capture thread");
             }
-        });
-        CaptureQueue { tx }
+        }
+        CaptureQueue { tx, known }
+    }
+
+    /// Whether `owner`'s copy of the message with this raw Message-ID is
+    /// known to be stored as completely as the policy allows.
+    pub fn is_known(&self, policy: &Arc<Policy>, owner: &str, message_id: &[u8]) -> bool {
+        self.known.check(policy, owner, message_id)
     }
 
     /// Queue a job; waits while the queue is full (backpressure).
@@ -149,6 +167,99 @@ impl CaptureQueue {
         // process is shutting down, and the capture is lost with it.
         let _ = self.tx.send(job).await;
     }
+}
+
+/// The message is stored as completely as the policy allows for its owner.
+fn complete(outcome: &JobOutcome) -> bool {
+    match outcome {
+        JobOutcome::Unchanged => true,
+        // Not to be captured under this policy: nothing to do next time either.
+        JobOutcome::Done(Ok(IngestOutcome::Skipped(_))) => true,
+        JobOutcome::Done(Ok(IngestOutcome::Stored {
+            ceiling,
+            stored,
+            headers_only: false,
+            ..
+        })) => stored >= ceiling,
+        _ => false,
+    }
+}
+
+/// How long a message stays known as fully captured (an owner raising a
+/// message's level through the API is picked up by fetches after this).
+const KNOWN_TTL: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Most messages remembered (about 100 bytes each).
+const KNOWN_MAX: usize = 100_000;
+
+/// Messages recently captured as completely as the policy allows, per
+/// owner: a later FETCH of one is relayed without a copy for capture once
+/// its header block shows the Message-ID. Forgotten when the policy is
+/// reloaded, after [`KNOWN_TTL`], and at restart.
+#[derive(Default)]
+struct Known {
+    inner: std::sync::Mutex<KnownInner>,
+}
+
+#[derive(Default)]
+struct KnownInner {
+    /// The policy the entries were decided under.
+    policy: std::sync::Weak<Policy>,
+    entries: std::collections::HashMap<(String, Vec<u8>), Instant>,
+}
+
+impl Known {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KnownInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn check(&self, policy: &Arc<Policy>, owner: &str, id: &[u8]) -> bool {
+        let inner = self.lock();
+        if !std::ptr::eq(inner.policy.as_ptr(), Arc::as_ptr(policy)) {
+            return false;
+        }
+        inner
+            .entries
+            .get(&(owner.to_string(), id.to_vec()))
+            .is_some_and(|at| at.elapsed() < KNOWN_TTL)
+    }
+
+    fn insert(&self, policy: &Arc<Policy>, owner: &str, id: &[u8]) {
+        let mut inner = self.lock();
+        if !std::ptr::eq(inner.policy.as_ptr(), Arc::as_ptr(policy)) {
+            inner.entries.clear();
+            inner.policy = Arc::downgrade(policy);
+        }
+        if inner.entries.len() >= KNOWN_MAX {
+            inner.entries.retain(|_, at| at.elapsed() < KNOWN_TTL);
+            if inner.entries.len() >= KNOWN_MAX {
+                inner.entries.clear();
+            }
+        }
+        inner
+            .entries
+            .insert((owner.to_string(), id.to_vec()), Instant::now());
+    }
+}
+
+/// The raw Message-ID value in a header block (the first `Message-ID:`
+/// field, unfolded lines not supported, trimmed): a cache key only.
+pub fn header_message_id(raw: &[u8]) -> Option<&[u8]> {
+    let head_end = memchr::memmem::find(raw, b"\r\n\r\n").unwrap_or(raw.len());
+    let head = &raw[..head_end];
+    let mut at = 0;
+    while at < head.len() {
+        let end = memchr::memchr(b'\n', &head[at..]).map_or(head.len(), |i| at + i);
+        let line = &head[at..end];
+        const NAME: &[u8] = b"message-id:";
+        if line.len() > NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME) {
+            let v = line[NAME.len()..].trim_ascii();
+            return (!v.is_empty()).then_some(v);
+        }
+        at = end + 1;
+    }
+    None
 }
 
 fn record(
@@ -179,6 +290,7 @@ fn record(
             tracing::debug!(source = source.as_str(), reason, "IMAP capture ignored");
             "ignored"
         }
+        JobOutcome::Unchanged => "unchanged",
     };
     metrics
         .captures
@@ -206,7 +318,11 @@ pub fn run_job(gateway: &Gateway, job: &Job) -> JobOutcome {
                 Err(e) => return JobOutcome::Done(Err(e.into())),
             };
             let direction = direction_of(&policy, &job.owner, &head);
-            if (raw.len() as u64) < *size {
+            let whole = raw.len() as u64 >= *size;
+            if unchanged(store, &policy, &job.owner, &head, direction, now, whole) {
+                return JobOutcome::Unchanged;
+            }
+            if !whole {
                 let mut facts = head;
                 facts.size = *size;
                 JobOutcome::Done(ingest::ingest_facts(
@@ -252,7 +368,50 @@ fn headers_job<'a>(
         facts.size = size;
     }
     let direction = direction_of(policy, owner, &facts);
+    if unchanged(store, policy, owner, &facts, direction, unix_now(), false) {
+        return JobOutcome::Unchanged;
+    }
     JobOutcome::Done(ingest::ingest_facts(store, policy, &facts, &req(direction)))
+}
+
+/// True when capturing this message again for `owner` could change
+/// nothing: the record has this owner's copy exactly as the policy decides
+/// it now, and already holds every field its ceiling allows (or, without
+/// `content`, everything a header-only capture could add). Mail clients
+/// fetch the same messages over and over (every device, every resync): this
+/// keeps those fetches from re-parsing and re-writing what is stored.
+fn unchanged(
+    store: &dyn crate::store::Store,
+    policy: &Policy,
+    owner: &str,
+    facts: &MessageFacts,
+    direction: Direction,
+    now: i64,
+    content: bool,
+) -> bool {
+    if facts.message_id_derived {
+        return false;
+    }
+    let Ok(Some(record)) = store.message(&crate::engine::message_key(&facts.message_id)) else {
+        return false;
+    };
+    let crate::engine::Decision::Capture(copy) =
+        crate::engine::decide(policy, facts, owner, direction, now)
+    else {
+        return false;
+    };
+    let same = record.owners.iter().any(|o| {
+        o.user == copy.user
+            && o.level == copy.level
+            && o.direction == copy.direction
+            && o.override_level == copy.override_level
+    });
+    let adds = if content {
+        crate::engine::Level::Full
+    } else {
+        crate::engine::Level::Subject
+    };
+    same && record.stored >= record.ceiling().min(adds)
 }
 
 fn unix_now() -> i64 {
@@ -401,6 +560,8 @@ pub struct Tee {
     keep: usize,
     buf: Vec<u8>,
     held: Held,
+    /// The header block was looked at (see [`SessionCapture::is_known`]).
+    pub checked: bool,
 }
 
 impl Tee {
@@ -442,6 +603,11 @@ impl Tee {
 
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
+    }
+
+    /// The header block, once it is complete in the buffer.
+    pub fn header_block(&self) -> Option<&[u8]> {
+        memchr::memmem::find(&self.buf, b"\r\n\r\n").map(|i| &self.buf[..i + 4])
     }
 
     /// Everything was kept (not a head-only copy).
@@ -509,12 +675,13 @@ impl SessionCapture {
             kind,
             size,
             keep,
-            buf: Vec::with_capacity(keep.min(256 << 10)),
+            buf: Vec::with_capacity(keep.min(16 << 10)),
             held: Held {
                 permit: Some(permit),
                 bytes: keep,
                 counter: self.held.clone(),
             },
+            checked: false,
         }
     }
 
@@ -550,6 +717,23 @@ impl SessionCapture {
         let (keep, _) = self.sizes(kind, size);
         let permit = self.gateway.reserve(keep).await;
         Some(self.make(kind, size, keep, permit))
+    }
+
+    /// Whether the message with this header block was recently captured
+    /// for this owner as completely as the policy allows (then its copy can
+    /// be dropped: counted as `unchanged`).
+    pub fn is_known(&self, header: &[u8]) -> bool {
+        let known = header_message_id(header).is_some_and(|id| {
+            self.queue
+                .is_known(&self.gateway.policy.current(), &self.owner, id)
+        });
+        if known {
+            self.metrics
+                .captures
+                .with_label_values(&[Source::Fetch.as_str(), "known"])
+                .inc();
+        }
+        known
     }
 
     /// Queue a finished tee (or header block) as a capture.

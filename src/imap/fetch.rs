@@ -74,7 +74,9 @@ impl FetchState {
             FetchItem::Other
         };
         self.tail.clear();
-        self.keep_literal = a.size <= SKELETON_LITERAL_MAX;
+        // Small literals of other items (envelope strings) stay in the
+        // skeleton; message and header literals never do.
+        self.keep_literal = a.size <= SKELETON_LITERAL_MAX && item == FetchItem::Other;
         if !self.keep_literal && !self.skeleton_lost {
             // `{N}` → `{0}`: the skeleton stays a valid response.
             let keep = self.skeleton.len().saturating_sub(a.suffix_len);
@@ -129,6 +131,30 @@ impl FetchState {
         }
     }
 
+    /// Drop the current whole-message tee once its header block shows a
+    /// message recently captured in full for this owner (a re-fetch).
+    pub fn check_known(&mut self, capture: &super::capture::SessionCapture) {
+        let Some((FetchItem::Whole, slot)) = &mut self.current else {
+            return;
+        };
+        let Some(tee) = slot.as_mut() else {
+            return;
+        };
+        if tee.checked {
+            return;
+        }
+        let known = match tee.header_block() {
+            Some(h) => Some(capture.is_known(h)),
+            None if tee.len() >= 64 * 1024 || tee.wants() == 0 => Some(false),
+            None => None,
+        };
+        match known {
+            Some(true) => *slot = None,
+            Some(false) => tee.checked = true,
+            None => {}
+        }
+    }
+
     /// The literal ended.
     pub fn literal_end(&mut self) {
         self.keep_literal = false;
@@ -155,9 +181,7 @@ impl FetchState {
     pub fn rfc822_size(&self) -> Option<u64> {
         let s = &self.skeleton;
         let key = b"RFC822.SIZE ";
-        let at = s
-            .windows(key.len())
-            .position(|w| w.eq_ignore_ascii_case(key))?;
+        let at = find_ignore_case(s, key)?;
         let digits: Vec<u8> = s[at + key.len()..]
             .iter()
             .take_while(|b| b.is_ascii_digit())
@@ -167,9 +191,20 @@ impl FetchState {
     }
 }
 
+/// `needle` is uppercase ASCII; servers send item names uppercase, but
+/// any case is found.
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    find_ignore_case(hay, needle).is_some()
+}
+
+fn find_ignore_case(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if let Some(i) = memchr::memmem::find(hay, needle) {
+        return Some(i);
+    }
+    let first = needle[0];
+    memchr::memchr2_iter(first, first.to_ascii_lowercase(), hay).find(|&i| {
+        hay[i..].len() >= needle.len() && hay[i..i + needle.len()].eq_ignore_ascii_case(needle)
+    })
 }
 
 #[cfg(test)]

@@ -58,8 +58,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use upstream::{AuthReply, Upstream, UpstreamError, UpstreamSettings};
 
-/// Concurrent captures (parse + durable store write) across all sessions.
-const CAPTURE_WORKERS: usize = 8;
+/// Concurrent captures (parse + durable store write) across all sessions:
+/// most of a capture's time is the wait for the group commit, so more
+/// captures in flight make larger commits, not more CPU.
+const CAPTURE_WORKERS: usize = 32;
 /// Captures queued before sessions wait.
 const CAPTURE_QUEUE: usize = 256;
 
@@ -70,6 +72,11 @@ pub enum ImapError {
     UpstreamTls(#[from] crate::net::tls::TlsError),
     #[error("an IMAP listener uses TLS but no [tls] certificate is loaded")]
     NoCertificate,
+    #[error(
+        "IMAP listener {0}: proxy_protocol = true is not implemented yet; \
+         refusing to start rather than read PROXY headers as IMAP"
+    )]
+    ProxyProtocol(std::net::SocketAddr),
 }
 
 /// Limits and timeouts of every IMAP session (from `[limits]`).
@@ -155,6 +162,9 @@ impl Proxy {
     ) -> Result<Arc<Proxy>, ImapError> {
         if tls.is_none() && config.listeners.iter().any(|l| l.tls != TlsMode::None) {
             return Err(ImapError::NoCertificate);
+        }
+        if let Some(l) = config.listeners.iter().find(|l| l.proxy_protocol) {
+            return Err(ImapError::ProxyProtocol(l.listen));
         }
         let u = &config.upstream;
         let connector = match u.tls {

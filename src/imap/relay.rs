@@ -952,6 +952,9 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
                 Piece::Literal { end } => {
                     if let Some(f) = &mut self.fetch {
                         f.literal(piece);
+                        if let Some(c) = &self.capture {
+                            f.check_known(c);
+                        }
                     }
                     self.forward(piece).await?;
                     if end {

@@ -35,6 +35,9 @@ pub struct Options {
     pub dovecot: String,
     /// Point the proxy at this address instead of Dovecot.
     pub upstream_address: Option<String>,
+    /// Enable TLS in Dovecot (IMAPS, STARTTLS) even when the proxy talks to
+    /// it in plaintext (to compare with Dovecot's own TLS).
+    pub dovecot_tls: bool,
 }
 
 impl Default for Options {
@@ -44,6 +47,7 @@ impl Default for Options {
             limits: Limits::default(),
             dovecot: String::new(),
             upstream_address: None,
+            dovecot_tls: false,
         }
     }
 }
@@ -67,7 +71,7 @@ impl Proxied {
     pub fn start(options: Options) -> Proxied {
         let up = Upstreams::start_with_config(
             UpstreamOptions {
-                tls: options.upstream_tls != TlsMode::None,
+                tls: options.dovecot_tls || options.upstream_tls != TlsMode::None,
             },
             &options.dovecot,
         );
@@ -375,6 +379,11 @@ pub struct Binary {
 impl Binary {
     /// `limits`: extra `[limits]` lines.
     pub fn start(up: &Upstreams, limits: &str) -> Binary {
+        Binary::start_logged(up, limits, "warn")
+    }
+
+    /// Like [`Binary::start`], logging at `level` to [`Binary::log_path`].
+    pub fn start_logged(up: &Upstreams, limits: &str, level: &str) -> Binary {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::copy(
@@ -400,7 +409,7 @@ allow_plaintext_auth = true
 [limits]
 {limits}
 [log]
-level = "warn"
+level = "{level}"
 format = "human"
 "#,
             cert = repo().join("config/tls/cert.pem").display(),
@@ -409,13 +418,15 @@ format = "human"
         );
         let path = dir.path().join("mailshare.toml");
         std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("mailshare.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mailshare"))
             .arg("serve")
             .arg("-c")
             .arg(&path)
+            .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
             .spawn()
             .expect("mailshare serve");
         let plain: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -424,6 +435,11 @@ format = "human"
             "mailshare serve did not come up"
         );
         Binary { child, plain, dir }
+    }
+
+    /// Where the process logs (stdout and stderr).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mailshare.log")
     }
 
     /// (VmRSS, VmHWM) in KiB.
