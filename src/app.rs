@@ -58,7 +58,11 @@ fn load(config_path: &Path) -> anyhow::Result<config::Loaded> {
 
 fn open_store(loaded: &config::Loaded) -> anyhow::Result<SledStore> {
     let path = &loaded.config.store.path;
-    match SledStore::open(path, StoreOptions::default()) {
+    let options = StoreOptions {
+        max_batch_delay: loaded.config.limits.group_commit_max_delay(),
+        ..StoreOptions::default()
+    };
+    match SledStore::open(path, options) {
         Ok(s) => Ok(s),
         Err(StoreError::Locked { path }) => Err(anyhow!(
             "store {} is in use by another mailshare process (is `mailshare serve` running?)",

@@ -72,11 +72,6 @@ pub enum ImapError {
     UpstreamTls(#[from] crate::net::tls::TlsError),
     #[error("an IMAP listener uses TLS but no [tls] certificate is loaded")]
     NoCertificate,
-    #[error(
-        "IMAP listener {0}: proxy_protocol = true is not implemented yet; \
-         refusing to start rather than read PROXY headers as IMAP"
-    )]
-    ProxyProtocol(std::net::SocketAddr),
 }
 
 /// Limits and timeouts of every IMAP session (from `[limits]`).
@@ -162,9 +157,6 @@ impl Proxy {
     ) -> Result<Arc<Proxy>, ImapError> {
         if tls.is_none() && config.listeners.iter().any(|l| l.tls != TlsMode::None) {
             return Err(ImapError::NoCertificate);
-        }
-        if let Some(l) = config.listeners.iter().find(|l| l.proxy_protocol) {
-            return Err(ImapError::ProxyProtocol(l.listen));
         }
         let u = &config.upstream;
         let connector = match u.tls {

@@ -45,8 +45,6 @@ pub enum SmtpError {
     ServerName(String),
     #[error("listener {0} uses TLS but there is no [tls] certificate")]
     NoCertificate(std::net::SocketAddr),
-    #[error("listener {0}: proxy_protocol is not supported by the SMTP relay yet")]
-    ProxyProtocol(std::net::SocketAddr),
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
 }
@@ -207,9 +205,6 @@ impl Relay {
         for l in &config.listeners {
             if l.tls != TlsMode::None && tls.is_none() {
                 return Err(SmtpError::NoCertificate(l.listen));
-            }
-            if l.proxy_protocol {
-                return Err(SmtpError::ProxyProtocol(l.listen));
             }
         }
         let connector = match upstream.tls {
