@@ -234,6 +234,30 @@ where
     end
 }
 
+/// Write `a` then `b` with as few system calls as the stream allows (one
+/// `writev` for a small buffered line and the literal bytes after it).
+async fn write_both<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> io::Result<()> {
+    while !a.is_empty() {
+        let n = w
+            .write_vectored(&[io::IoSlice::new(a), io::IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    w.write_all(b).await
+}
+
 /// Bytes and time a closing connection may still be drained for.
 const LINGER_BYTES: usize = 256 * 1024;
 const LINGER_TIME: Duration = Duration::from_secs(1);
@@ -360,6 +384,10 @@ impl<C: AsyncRead + Send, U: AsyncWrite + Send> ClientPump<C, U> {
     }
 
     async fn pump(&mut self, initial: Vec<u8>) -> Stop {
+        let bytes = self
+            .metrics
+            .bytes
+            .with_label_values(&["client_to_upstream"]);
         if !initial.is_empty() {
             if let Err(s) = self.process(&initial).await {
                 return s;
@@ -381,10 +409,7 @@ impl<C: AsyncRead + Send, U: AsyncWrite + Send> ClientPump<C, U> {
                 }
                 Err(e) => return Stop::End(RelayEnd::ClientError(e)),
             };
-            self.metrics
-                .bytes
-                .with_label_values(&["client_to_upstream"])
-                .inc_by(n as u64);
+            bytes.inc_by(n as u64);
             let chunk = std::mem::take(&mut self.buf.data);
             let result = self.process(&chunk[..n]).await;
             self.buf.data = chunk;
@@ -440,9 +465,10 @@ impl<C: AsyncRead + Send, U: AsyncWrite + Send> ClientPump<C, U> {
             self.out.extend_from_slice(bytes);
             return Ok(());
         }
-        self.flush().await?;
         let t = self.options.upstream_timeout;
-        match tokio::time::timeout(t, self.writer.write_all(bytes)).await {
+        let r = tokio::time::timeout(t, write_both(&mut self.writer, &self.out, bytes)).await;
+        self.out.clear();
+        match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Stop::End(RelayEnd::UpstreamError(e))),
             Err(_) => Err(Stop::End(RelayEnd::UpstreamError(
@@ -808,6 +834,10 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
     }
 
     async fn pump(&mut self, initial: Vec<u8>) -> Result<RelayEnd, RelayEnd> {
+        let bytes = self
+            .metrics
+            .bytes
+            .with_label_values(&["upstream_to_client"]);
         if !initial.is_empty() {
             self.process(&initial).await?;
         }
@@ -852,10 +882,7 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
                 Event::Shutdown => self.shutdown_seen = true,
                 Event::Recheck => {}
                 Event::Read(Ok(Read::Data(n))) => {
-                    self.metrics
-                        .bytes
-                        .with_label_values(&["upstream_to_client"])
-                        .inc_by(n as u64);
+                    bytes.inc_by(n as u64);
                     let chunk = std::mem::take(&mut self.buf.data);
                     let r = self.process(&chunk[..n]).await;
                     self.buf.data = chunk;
@@ -929,9 +956,10 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
             self.out.extend_from_slice(bytes);
             return Ok(());
         }
-        self.flush().await?;
         let t = self.options.idle_timeout;
-        match tokio::time::timeout(t, self.writer.write_all(bytes)).await {
+        let r = tokio::time::timeout(t, write_both(&mut self.writer, &self.out, bytes)).await;
+        self.out.clear();
+        match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RelayEnd::ClientError(e)),
             Err(_) => Err(RelayEnd::ClientError(io::ErrorKind::TimedOut.into())),
