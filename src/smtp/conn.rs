@@ -19,6 +19,7 @@ use crate::engine::Direction;
 use crate::gateway::{CaptureJob, Gateway};
 use crate::ingest::IngestOutcome;
 use crate::net::listener::Accepted;
+use crate::net::stream::MaybeTls;
 use crate::shutdown::Shutdown;
 use std::collections::VecDeque;
 use std::io;
@@ -44,10 +45,7 @@ enum Client<S> {
 }
 
 /// The upstream leg.
-enum Up {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-}
+type Up = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "stream gone")
@@ -91,44 +89,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Client<S> {
             Client::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Client::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             Client::Gone => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl AsyncRead for Up {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Up::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Up::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Up {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Up::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Up::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Up::Plain(s) => Pin::new(s).poll_flush(cx),
-            Up::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Up::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Up::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
