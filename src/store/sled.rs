@@ -269,6 +269,24 @@ impl SledStore {
 }
 
 impl Inner {
+    /// One newest-first page of an index under `prefix`, from `start`, with
+    /// the cursor of the next page when there is more.
+    fn page(
+        &self,
+        prefix: &[u8],
+        start: Bound<Vec<u8>>,
+        limit: usize,
+    ) -> Result<TimelinePage, StoreError> {
+        let mut page = self.records_after(prefix, start, true, limit.saturating_add(1))?;
+        let next = if page.len() > limit {
+            page.truncate(limit);
+            page.last().map(|(d, r)| Cursor::new(*d, &r.id))
+        } else {
+            None
+        };
+        Ok((page.into_iter().map(|(_, r)| r).collect(), next))
+    }
+
     /// See [`Store::backup`]. Holds the write lock while it copies the
     /// database and links the blobs, so the copy is one consistent state.
     fn backup(&self, dest: &Path) -> Result<BackupReport, StoreError> {
@@ -1254,16 +1272,7 @@ impl Store for SledStore {
             }
             None => Bound::Included(prefix.clone()),
         };
-        let mut page = self
-            .inner
-            .records_after(&prefix, start, true, limit.saturating_add(1))?;
-        let next = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|(d, r)| Cursor::new(*d, &r.id))
-        } else {
-            None
-        };
-        Ok((page.into_iter().map(|(_, r)| r).collect(), next))
+        self.inner.page(&prefix, start, limit)
     }
 
     fn recent(&self, before: Option<&Cursor>, limit: usize) -> Result<TimelinePage, StoreError> {
@@ -1275,16 +1284,7 @@ impl Store for SledStore {
             }
             None => Bound::Included(prefix.clone()),
         };
-        let mut page = self
-            .inner
-            .records_after(&prefix, start, true, limit.saturating_add(1))?;
-        let next = if page.len() > limit {
-            page.truncate(limit);
-            page.last().map(|(d, r)| Cursor::new(*d, &r.id))
-        } else {
-            None
-        };
-        Ok((page.into_iter().map(|(_, r)| r).collect(), next))
+        self.inner.page(&prefix, start, limit)
     }
 
     fn thread(&self, thread_id: &str) -> Result<Vec<Record>, StoreError> {
