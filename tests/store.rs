@@ -540,7 +540,19 @@ fn unknown_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(open(dir.path()));
     {
-        let db = sled::open(dir.path().join("db")).unwrap();
+        // sled releases its file lock from background threads that may
+        // outlive the dropped store by a moment: wait for it, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.path().join("db")) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("sled lock still held after 10 s: {e}"),
+            }
+        };
         db.insert("meta:schema", "99").unwrap();
         db.flush().unwrap();
     }
@@ -721,7 +733,19 @@ fn a_version_1_store_gains_the_recent_index_when_opened() {
     }
     {
         // Make it look like version 1: no `n:` entries, schema "1".
-        let db = sled::open(dir.path().join("db")).unwrap();
+        // sled releases its file lock from background threads that may
+        // outlive the dropped store by a moment: wait for it, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let db = loop {
+            match sled::open(dir.path().join("db")) {
+                Ok(db) => break db,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("sled lock still held after 10 s: {e}"),
+            }
+        };
         let keys: Vec<_> = db.scan_prefix("n:").keys().map(Result::unwrap).collect();
         assert_eq!(keys.len(), 1);
         for k in keys {

@@ -49,6 +49,7 @@ use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> Self {
@@ -190,11 +191,7 @@ impl SledStore {
             Err(TryLockError::Error(e)) => return Err(io_err("locking", &lock_path)(e)),
         }
 
-        let db = ::sled::Config::new()
-            .path(path.join("db"))
-            .cache_capacity(options.cache_capacity_bytes)
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_db(&path.join("db"), options.cache_capacity_bytes)?;
         check_schema(path, &db)?;
         let blobs_dir = path.join("blobs");
         let blobs = BlobDir::open(blobs_dir.clone()).map_err(io_err("creating", &blobs_dir))?;
@@ -351,6 +348,35 @@ impl Drop for SledStore {
         self.shutdown();
         if let Err(e) = self.inner.db.flush() {
             tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+}
+
+/// How long [`open_db`] waits for sled's own file lock.
+const SLED_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Open the sled database, waiting a bounded time for sled's file lock.
+///
+/// Our `LOCK` file is already held, so the only holder sled's lock can have
+/// is a `Db` of this process that was just dropped: sled releases its lock
+/// from background I/O threads that may outlive the drop by a few
+/// milliseconds (reopening at once fails with `WouldBlock`).
+fn open_db(path: &Path, cache_capacity_bytes: u64) -> Result<Db, StoreError> {
+    let deadline = std::time::Instant::now() + SLED_LOCK_WAIT;
+    loop {
+        match ::sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity_bytes)
+            .flush_every_ms(None)
+            .open()
+        {
+            Err(::sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return Ok(other?),
         }
     }
 }
