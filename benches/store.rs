@@ -10,7 +10,7 @@ mod corpus;
 
 use mailshare::engine::{Direction, Policy};
 use mailshare::ingest::{self, IngestOutcome, IngestRequest};
-use mailshare::store::{SledStore, Store, StoreOptions};
+use mailshare::store::{Durability, SledStore, Store, StoreOptions};
 use std::path::Path;
 use std::time::Instant;
 
@@ -83,6 +83,7 @@ fn run(level: &str, messages: &[Vec<u8>], threads: usize) {
                         envelope_recipients: &[],
                         now: 1_800_000_000,
                         max_capture_bytes: 64 << 20,
+                        durability: Durability::Wait,
                     };
                     if let Ok(IngestOutcome::Stored { .. }) = ingest::ingest(store, policy, m, &req)
                     {

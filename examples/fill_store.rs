@@ -13,7 +13,7 @@
 
 use mailshare::engine::{self, Direction};
 use mailshare::ingest::{self, IngestRequest};
-use mailshare::store::{SledStore, Store, StoreOptions};
+use mailshare::store::{Durability, SledStore, Store, StoreOptions};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -108,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         envelope_recipients: &[],
                         now: START,
                         max_capture_bytes: 1 << 20,
+                        durability: Durability::Background,
                     };
                     ingest::ingest(store.as_ref(), &policy, raw.as_bytes(), &req)
                         .map_err(|e| e.to_string())?;

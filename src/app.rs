@@ -10,7 +10,7 @@ use crate::metrics::Metrics;
 use crate::net::listener::IpLimiter;
 use crate::net::tls::ServerTls;
 use crate::shutdown::{Drain, Shutdown};
-use crate::store::{SledStore, Store, StoreError, StoreOptions};
+use crate::store::{Durability, SledStore, Store, StoreError, StoreOptions};
 use anyhow::{anyhow, Context};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -110,6 +110,9 @@ pub fn ingest_files(
             now: unix_now(),
             max_capture_bytes: usize::try_from(loaded.config.limits.max_capture_bytes)
                 .unwrap_or(usize::MAX),
+            // Durable at the final flush below (whose failure fails the
+            // command): one flush for the whole run, not one per file.
+            durability: Durability::Background,
         };
         match ingest::ingest(&store, &loaded.policy, &raw, &req) {
             Ok(outcome) => println!("{}: {outcome}", file.display()),
@@ -196,6 +199,7 @@ pub fn replay_spool(config_path: &Path, dir: Option<&Path>) -> anyhow::Result<Ex
             envelope_recipients: &entry.meta.envelope_recipients,
             now: entry.meta.spooled_at,
             max_capture_bytes: max,
+            durability: Durability::Wait,
         };
         let result = match entry.meta.headers_only_size {
             Some(size) => ingest::ingest_headers(&store, &loaded.policy, &raw, size, &req),

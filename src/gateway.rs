@@ -11,7 +11,7 @@ use crate::diag::Diagnostic;
 use crate::engine::{Direction, Policy};
 use crate::ingest::{self, IngestError, IngestOutcome, IngestRequest};
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Durability, Store};
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
@@ -148,6 +148,7 @@ impl Gateway {
                 envelope_recipients: &job.envelope_recipients,
                 now,
                 max_capture_bytes: max,
+                durability: Durability::Wait,
             };
             ingest::ingest(store.as_ref(), &policy, &job.raw, &req)
         })
@@ -184,6 +185,7 @@ impl Gateway {
                 envelope_recipients: &job.envelope_recipients,
                 now,
                 max_capture_bytes: max,
+                durability: Durability::Wait,
             };
             let result = match headers_only_size {
                 Some(size) => ingest::ingest_headers(store.as_ref(), &policy, &job.raw, size, &req),

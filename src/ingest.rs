@@ -7,7 +7,7 @@
 
 use crate::engine::{self, Decision, Direction, Level, Policy, Reason};
 use crate::mail;
-use crate::store::{CaptureInput, Store, StoreError};
+use crate::store::{CaptureInput, Durability, Store, StoreError};
 
 /// What one capture needs besides the bytes.
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub struct IngestRequest<'a> {
     pub now: i64,
     /// Above this size only the headers are parsed and captured.
     pub max_capture_bytes: usize,
+    /// Whether the call returns only once the capture is durable.
+    pub durability: Durability,
 }
 
 /// What happened to one message.
@@ -168,6 +170,7 @@ fn capture(
             copy,
             content,
             now: req.now,
+            durability: req.durability,
         },
     )?;
     Ok(IngestOutcome::Stored {

@@ -13,7 +13,7 @@ mod support;
 use imap_support::{append_direct, maildir_contents, repo, wait_output, Options, Proxied};
 use mailshare::engine::{self, Direction, Level, Viewer};
 use mailshare::ingest::{self, IngestOutcome, IngestRequest};
-use mailshare::store::{SledStore, Store, StoreOptions};
+use mailshare::store::{Durability, SledStore, Store, StoreOptions};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -154,6 +154,7 @@ fn mbsync_through_the_proxy_is_byte_identical_and_captured() {
             envelope_recipients: &[],
             now: 1_800_000_000,
             max_capture_bytes: p.gateway.max_capture_bytes(),
+            durability: Durability::Wait,
         };
         let out = ingest::ingest(&reference, &policy, m, &req).unwrap();
         expected.push((facts.message_id, out));

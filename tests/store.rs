@@ -649,6 +649,7 @@ fn capture_without_content_stores_below_full() {
                 copy: copy(ALICE, IN, Level::Full),
                 content: None,
                 now: 0,
+                durability: Default::default(),
             },
         )
         .unwrap();

@@ -15,7 +15,7 @@ mod common;
 
 use common::*;
 use mailshare::engine::{Direction, Level};
-use mailshare::store::{sha256_hex, SledStore, Store, StoreOptions};
+use mailshare::store::{sha256_hex, Durability, SledStore, Store, StoreOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -71,6 +71,24 @@ fn crash_child() {
     let store = Arc::new(SledStore::open(Path::new(&dir), opts).unwrap());
     let p = Arc::new(policy());
     let deadline = Instant::now() + CHILD_LIFETIME;
+    // One more writer captures without waiting for durability (as IMAP
+    // does): what it loses in the kill is never acknowledged, but it must
+    // never leave the store inconsistent.
+    let background = {
+        let (store, p) = (store.clone(), p.clone());
+        std::thread::spawn(move || {
+            for i in 0.. {
+                if Instant::now() > deadline {
+                    std::process::exit(3);
+                }
+                let (m, _) = crash_mail(round, THREADS, i);
+                let c = m.content();
+                let mut input = m.input(&c, copy(BOB, Direction::Inbound, Level::Full));
+                input.durability = Durability::Background;
+                store.capture(&p, input).unwrap();
+            }
+        })
+    };
     let handles: Vec<_> = (0..THREADS)
         .map(|t| {
             let (store, p) = (store.clone(), p.clone());
@@ -100,7 +118,7 @@ fn crash_child() {
             })
         })
         .collect();
-    for h in handles {
+    for h in handles.into_iter().chain([background]) {
         h.join().unwrap();
     }
 }

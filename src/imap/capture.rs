@@ -27,6 +27,7 @@ use crate::engine::{Direction, MessageFacts, Policy};
 use crate::gateway::{BudgetPermit, Gateway};
 use crate::ingest::{self, IngestError, IngestOutcome, IngestRequest};
 use crate::mail;
+use crate::store::Durability;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::core::NString;
 use imap_codec::imap_types::envelope::{Address, Envelope};
@@ -310,6 +311,9 @@ pub fn run_job(gateway: &Gateway, job: &Job) -> JobOutcome {
         envelope_recipients: &[],
         now,
         max_capture_bytes: max,
+        // A fetched message lost in a crash is captured again at its next
+        // fetch: no worker waits for a flush (DESIGN §7).
+        durability: Durability::Background,
     };
     match &job.payload {
         Payload::Message { raw, size } => {

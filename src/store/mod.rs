@@ -54,6 +54,23 @@ pub struct CaptureInput<'a> {
     pub content: Option<&'a Content<'a>>,
     /// Unix seconds: dates a message without a Date header.
     pub now: i64,
+    /// Whether the call waits for the capture to be durable.
+    pub durability: Durability,
+}
+
+/// When a capture call returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Once the capture is on disk (its group commit's flush completed): an
+    /// SMTP client's 250 waits for this.
+    #[default]
+    Wait,
+    /// Once the capture is applied (readable at once); the flusher makes it
+    /// durable moments later, in a larger group. For captures a crash may
+    /// lose because they are made again (an IMAP fetch: the next fetch of
+    /// the message captures it anew), so that a burst of them costs a few
+    /// flushes instead of one wait per message.
+    Background,
 }
 
 /// What a capture did.

@@ -31,8 +31,9 @@ use super::blobs::{self, content_refs, is_sha256_hex, BlobDir, BlobFile};
 use super::commit::GroupCommit;
 use super::keys::{self, check_id};
 use super::{
-    AccessRequest, BackupReport, BlobReader, CaptureInput, CaptureOutcome, Cursor, RequestRole,
-    RequestStatus, Store, StoreError, StoreOptions, StoreStats, StoredContact, TimelinePage,
+    AccessRequest, BackupReport, BlobReader, CaptureInput, CaptureOutcome, Cursor, Durability,
+    RequestRole, RequestStatus, Store, StoreError, StoreOptions, StoreStats, StoredContact,
+    TimelinePage,
 };
 use crate::engine::facts::domain_of;
 use crate::engine::policy::ContactKind;
@@ -782,6 +783,7 @@ impl Inner {
             copy,
             content,
             now,
+            durability,
         } = input;
         let id = engine::message_key(&facts.message_id);
 
@@ -881,7 +883,9 @@ impl Inner {
         counters.stage(&mut batch);
         let ticket = self.commit_batch(&mut ws, batch, released)?;
         drop(ws);
-        self.commit.wait(ticket)?;
+        if durability == Durability::Wait {
+            self.commit.wait(ticket)?;
+        }
         Ok(CaptureOutcome {
             id,
             ceiling: record.ceiling(),

@@ -148,6 +148,7 @@ impl Mail {
             copy,
             content: Some(content),
             now: 1_800_000_000,
+            durability: Default::default(),
         }
     }
 }

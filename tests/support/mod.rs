@@ -74,7 +74,7 @@ use ::mailshare::gateway::Gateway;
 use ::mailshare::ingest::{self, IngestOutcome, IngestRequest};
 use ::mailshare::metrics::Metrics;
 use ::mailshare::shutdown::{self, ShutdownTrigger};
-use ::mailshare::store::{SledStore, StoreOptions};
+use ::mailshare::store::{Durability, SledStore, StoreOptions};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -206,6 +206,7 @@ impl Server {
                 envelope_recipients: &[],
                 now: 1_790_000_000,
                 max_capture_bytes: 1 << 20,
+                durability: Durability::Wait,
             };
             let out = ingest::ingest(&store, &p0, m.raw.as_bytes(), &req).expect("ingest");
             if std::env::var_os("SUPPORT_DEBUG").is_some() {
