@@ -387,3 +387,82 @@ fn backup_copies_a_free_store_and_a_served_one() {
     }
     assert_same_store(&store, &dest2);
 }
+
+/// `mailshare <args> --help`: exit 0, what it prints.
+fn help(args: &[&str]) -> String {
+    let out = run(bin().args(args).arg("--help"));
+    assert!(
+        out.status.success(),
+        "{args:?} --help: {}",
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+#[test]
+fn every_help_lists_its_options_defaults_exit_codes_and_examples() {
+    const CONFIG: &str = "-c, --config <FILE>";
+    const DEFAULT: &str = "[default: config/mailshare.toml]";
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[],
+            &["serve", "check", "backup", "token", "ingest", "--version"],
+        ),
+        (&["serve"], &[CONFIG, DEFAULT, "SIGHUP", "SIGTERM"]),
+        (&["check"], &[CONFIG, DEFAULT, "file:line:column: message"]),
+        (&["backup"], &[CONFIG, DEFAULT, "<DEST>", "control.sock"]),
+        (&["token"], &["new"]),
+        (&["token", "new"], &["<USER>", "token_sha256"]),
+        (
+            &["ingest"],
+            &[
+                CONFIG,
+                DEFAULT,
+                "--owner <OWNER>",
+                "--direction <DIRECTION>",
+                "--envelope-rcpt <ADDRESS>",
+                "--spool",
+                "--spool-dir <DIR>",
+                "[FILE]...",
+            ],
+        ),
+    ];
+    for (args, wants) in cases {
+        let out = help(args);
+        for want in *wants {
+            assert!(out.contains(want), "{args:?} --help lacks {want:?}:\n{out}");
+        }
+        for want in ["Exit codes:\n  0  ", "  2  usage error", "Examples:\n  "] {
+            assert!(out.contains(want), "{args:?} --help lacks {want:?}:\n{out}");
+        }
+        // Everything that reads the configuration shows its default.
+        assert_eq!(
+            out.contains(CONFIG),
+            out.contains(DEFAULT),
+            "{args:?}:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_name_the_problem() {
+    for (args, says) in [
+        (&["no-such-command"][..], "unrecognized subcommand"),
+        (&["ingest", "x.eml"][..], "--owner"),
+        (&["check", "--no-such-option"][..], "--no-such-option"),
+        (&["backup"][..], "<DEST>"),
+    ] {
+        let out = run(bin().args(args));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
