@@ -3,7 +3,13 @@
 //! so group commit is exercised (every capture is durable before it returns).
 //! `cargo bench --bench store`.
 //!
-//! Env: MAILSHARE_BENCH_MESSAGES (default 100000), MAILSHARE_BENCH_THREADS (default 8).
+//! Each level runs twice: every capture durable before it returns (SMTP's
+//! 250), and `Durability::Background` (IMAP fetches: applied at once, made
+//! durable by the flusher in larger groups; the time includes the final
+//! flush). CPU is the process's user + system time per message.
+//!
+//! Env: MAILSHARE_BENCH_MESSAGES (default 100000), MAILSHARE_BENCH_THREADS (default 8),
+//! MAILSHARE_BENCH_LEVELS (default `metadata,full`).
 
 #[path = "support/corpus.rs"]
 mod corpus;
@@ -65,12 +71,13 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-fn run(level: &str, messages: &[Vec<u8>], threads: usize) {
+fn run(level: &str, messages: &[Vec<u8>], threads: usize, durability: Durability) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let policy = policy(level, tmp.path());
     let store_path = tmp.path().join("store");
     let store = SledStore::open(&store_path, StoreOptions::default()).expect("open store");
     let t = Instant::now();
+    let cpu0 = cpu_seconds();
     let stored = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for chunk in messages.chunks(messages.len().div_ceil(threads)) {
@@ -83,7 +90,7 @@ fn run(level: &str, messages: &[Vec<u8>], threads: usize) {
                         envelope_recipients: &[],
                         now: 1_800_000_000,
                         max_capture_bytes: 64 << 20,
-                        durability: Durability::Wait,
+                        durability,
                     };
                     if let Ok(IngestOutcome::Stored { .. }) = ingest::ingest(store, policy, m, &req)
                     {
@@ -93,18 +100,24 @@ fn run(level: &str, messages: &[Vec<u8>], threads: usize) {
             });
         }
     });
-    let elapsed = t.elapsed();
     store.flush().expect("flush");
+    let elapsed = t.elapsed();
+    let cpu = cpu_seconds() - cpu0;
     let stats = store.stats().expect("stats");
     drop(store);
     let stored = stored.into_inner();
     let disk = dir_size(&store_path);
+    let mode = match durability {
+        Durability::Wait => "durable each",
+        Durability::Background => "background",
+    };
     println!(
-        "{level:>8}: {stored} stored of {} in {:.2}s = {:.0} msg/s durable ({threads} writers); \
-         {:.0} bytes on disk per message ({} bytes total; stats: {stats:?})",
+        "{level:>8} {mode:>12}: {stored} stored of {} in {:.2}s = {:.0} msg/s ({threads} writers), \
+         {:.1} µs CPU per message; {:.0} bytes on disk per message ({} bytes total; stats: {stats:?})",
         messages.len(),
         elapsed.as_secs_f64(),
         stored as f64 / elapsed.as_secs_f64(),
+        cpu * 1e6 / stored.max(1) as f64,
         disk as f64 / stored.max(1) as f64,
         disk
     );
@@ -116,6 +129,27 @@ fn main() {
     let messages = corpus::small_messages(n, 7);
     let avg = messages.iter().map(Vec::len).sum::<usize>() as f64 / n as f64;
     println!("{n} messages of {avg:.0} bytes on average");
-    run("metadata", &messages, threads);
-    run("full", &messages, threads);
+    let levels = std::env::var("MAILSHARE_BENCH_LEVELS").unwrap_or_else(|_| "metadata,full".into());
+    for level in levels.split(',') {
+        for durability in [Durability::Wait, Durability::Background] {
+            run(level, &messages, threads, durability);
+        }
+    }
+}
+
+/// User + system CPU seconds of this process so far (/proc/self/stat).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // After the command: utime and stime are fields 14 and 15 (1-based).
+    let ticks = |i: usize| {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(14) + ticks(15)) / 100.0
 }
