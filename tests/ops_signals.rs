@@ -675,3 +675,23 @@ fn the_grace_deadline_and_a_second_sigterm_end_it_early_with_a_consistent_store(
     assert_cut_off(&mut c);
     assert_store(&bin, &["ok-60@acme.example"]);
 }
+
+#[test]
+fn a_sigterm_right_after_a_sighup_is_not_lost() {
+    let _d = Deadline::new("hup then term", 90);
+    // No upstream is contacted: nothing connects to the listener.
+    let mut spec = Spec::new(([127, 0, 0, 1], 9).into(), vec![ListenerSpec::plain()]);
+    spec.log_level = "info";
+    for round in 0..5 {
+        let mut bin = Binary::start(&spec, &[]);
+        bin.signal("HUP");
+        bin.signal("TERM");
+        let status = bin.wait_exit(WAIT).unwrap_or_else(|| {
+            panic!(
+                "round {round}: SIGTERM after SIGHUP was ignored: {}",
+                bin.log_text()
+            )
+        });
+        assert!(status.success(), "{status}: {}", bin.log_text());
+    }
+}
