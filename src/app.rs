@@ -334,6 +334,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
 
         // --- IMAP proxy (issue 5) --------------------------------------------
+        let mut captures = Drain::new();
         if let Some(imap) = &config.imap {
             let proxy = crate::imap::Proxy::new(
                 gateway.clone(),
@@ -342,6 +343,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                 services.shutdown.clone(),
             )
             .context("starting the IMAP proxy")?;
+            captures = proxy.captures_in_flight();
             for l in &imap.listeners {
                 let listener = tokio::net::TcpListener::bind(l.listen)
                     .await
@@ -371,10 +373,17 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
         trigger.fire();
         let grace = std::time::Duration::from_secs(limits.shutdown_grace_secs);
+        // Sessions first, then the IMAP captures they queued (SMTP captures
+        // before answering the client, inside its session).
+        let finished = async {
+            services.drain.wait_idle().await;
+            captures.wait_idle().await;
+        };
         tokio::select! {
-            _ = services.drain.wait_idle() => tracing::info!("all sessions finished"),
+            _ = finished => tracing::info!("all sessions finished"),
             _ = tokio::time::sleep(grace) => tracing::warn!(
                 sessions = services.drain.live(),
+                captures = captures.live(),
                 "shutdown grace period over; closing the remaining sessions"
             ),
             _ = signals.terminate() => tracing::warn!("second signal: stopping at once"),

@@ -695,3 +695,34 @@ fn a_sigterm_right_after_a_sighup_is_not_lost() {
         assert!(status.success(), "{status}: {}", bin.log_text());
     }
 }
+
+/// IMAP captures run on a queue behind the relay: a FETCH is answered
+/// before its messages are stored. SIGTERM right after the answer must
+/// still store them all (the drain waits for the queue).
+#[test]
+fn imap_captures_queued_before_sigterm_are_stored() {
+    let _d = Deadline::new("imap queue drain", 90);
+    let up = Upstreams::start();
+    // Enough (300 × 55 KB) that the captures lag behind the relay.
+    let n = 300;
+    let filler = "some longer body text of the message, line after line\r\n".repeat(1000);
+    let msgs: Vec<Vec<u8>> = (0..n)
+        .map(|k| {
+            let id = format!("q{k}@client-a.example");
+            (message("x@client-a.example", "alice@acme.example", &id, "Hi") + &filler).into_bytes()
+        })
+        .collect();
+    append_direct(&up, "alice", "INBOX", &msgs);
+    let mut bin = Binary::start(&spec(&up, policy("full", true), &[]), &[]);
+    let mut i = Raw::login(bin.imap_addrs[0], "alice");
+    i.send(b"s SELECT INBOX\r\n");
+    assert!(i.until("s").last().unwrap().starts_with("s OK"));
+    i.send(format!("f FETCH 1:{n} BODY.PEEK[]\r\n").as_bytes());
+    assert!(i.until("f").last().unwrap().starts_with("f OK"));
+    bin.signal("TERM");
+    assert!(i.line().starts_with("* BYE"), "BYE to a selected session");
+    assert_exit_0(&mut bin, WAIT);
+    let ids: Vec<String> = (0..n).map(|k| format!("q{k}@client-a.example")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_store(&bin, &ids);
+}
