@@ -576,6 +576,10 @@ fn sigterm_drains_open_sessions_with_421_and_bye_and_exits_0() {
     );
     let (head, tail) = body.split_at(body.len() / 2);
     mid.send(head.as_bytes());
+    // Clients that have not logged in yet.
+    let mut smtp_new = LineClient::connect(smtp);
+    assert!(smtp_new.smtp_reply()[0].starts_with("220"));
+    let mut imap_new = Raw::greeted(imap);
 
     bin.signal("TERM");
     bin.wait_log("shutting down: no new connections", 1, WAIT);
@@ -589,6 +593,10 @@ fn sigterm_drains_open_sessions_with_421_and_bye_and_exits_0() {
     let bye = i.line();
     assert!(bye.starts_with("* BYE"), "IMAP client in IDLE: {bye}");
     assert_eq!(i.rest(), "", "closed after the BYE");
+    let r = smtp_new.smtp_reply().concat();
+    assert!(r.starts_with("421 4.3.2"), "SMTP client before AUTH: {r}");
+    let bye = imap_new.line();
+    assert!(bye.starts_with("* BYE"), "IMAP client before LOGIN: {bye}");
 
     // The message in flight may finish: upstream's 250 reaches the client,
     // then the goodbye.
