@@ -271,6 +271,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     let result = rt.block_on(async {
+        let mut signals = Signals::install()?;
         let (trigger, shutdown) = crate::shutdown::channel();
         let services = Services {
             gateway: gateway.clone(),
@@ -337,6 +338,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         }
 
         // --- IMAP proxy (issue 5) --------------------------------------------
+        let mut captures = Drain::new();
         if let Some(imap) = &config.imap {
             let proxy = crate::imap::Proxy::new(
                 gateway.clone(),
@@ -345,6 +347,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                 services.shutdown.clone(),
             )
             .context("starting the IMAP proxy")?;
+            captures = proxy.captures_in_flight();
             for l in &imap.listeners {
                 let listener = tokio::net::TcpListener::bind(l.listen)
                     .await
@@ -366,7 +369,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
             "mailshare ready"
         );
         notify(&[sd_notify::NotifyState::Ready]);
-        run_signals(&gateway, tls.as_deref()).await?;
+        run_signals(&mut signals, &gateway, tls.as_deref()).await;
         notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!(
             sessions = services.drain.live(),
@@ -374,13 +377,20 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         );
         trigger.fire();
         let grace = std::time::Duration::from_secs(limits.shutdown_grace_secs);
+        // Sessions first, then the IMAP captures they queued (SMTP captures
+        // before answering the client, inside its session).
+        let finished = async {
+            services.drain.wait_idle().await;
+            captures.wait_idle().await;
+        };
         tokio::select! {
-            _ = services.drain.wait_idle() => tracing::info!("all sessions finished"),
+            _ = finished => tracing::info!("all sessions finished"),
             _ = tokio::time::sleep(grace) => tracing::warn!(
                 sessions = services.drain.live(),
+                captures = captures.live(),
                 "shutdown grace period over; closing the remaining sessions"
             ),
-            _ = wait_for_terminate() => tracing::warn!("second signal: stopping at once"),
+            _ = signals.terminate() => tracing::warn!("second signal: stopping at once"),
         }
         for t in tasks {
             t.abort();
@@ -394,13 +404,44 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Serve signals until SIGTERM or SIGINT: SIGHUP reloads.
-async fn run_signals(gateway: &Gateway, tls: Option<&ServerTls>) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+/// The signal streams `serve` listens to, registered once for the whole
+/// run: a tokio stream only sees signals delivered after it was created, so
+/// one made afresh for each wait would miss a SIGTERM that arrives during a
+/// reload or between the first SIGTERM and the grace-period wait.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
+        })
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn terminate(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
+}
+
+/// Serve signals until SIGTERM or SIGINT: SIGHUP reloads (a termination
+/// signal pending at the same time wins).
+async fn run_signals(signals: &mut Signals, gateway: &Gateway, tls: Option<&ServerTls>) {
+    let Signals { term, int, hup } = signals;
     loop {
         tokio::select! {
-            _ = wait_for_terminate() => return Ok(()),
+            biased;
+            _ = term.recv() => return,
+            _ = int.recv() => return,
             _ = hup.recv() => reload(gateway, tls),
         }
     }
@@ -442,21 +483,6 @@ fn reload_files(gateway: &Gateway, tls: Option<&ServerTls>) {
             Err(e) => {
                 tracing::error!(error = %e, "TLS reload failed; the previous certificate stays in use")
             }
-        }
-    }
-}
-
-async fn wait_for_terminate() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::engine::{Direction, MessageFacts, Policy};
 use crate::gateway::{BudgetPermit, Gateway};
 use crate::ingest::{self, IngestError, IngestOutcome, IngestRequest};
 use crate::mail;
+use crate::shutdown::{Drain, DrainGuard};
 use crate::store::Durability;
 use imap_codec::decode::Decoder;
 use imap_codec::imap_types::core::NString;
@@ -101,8 +102,12 @@ pub enum JobOutcome {
 /// The process-wide queue of captures and its workers.
 #[derive(Clone)]
 pub struct CaptureQueue {
-    tx: mpsc::Sender<Job>,
+    tx: mpsc::Sender<(Job, DrainGuard)>,
     known: Arc<Known>,
+    /// Jobs queued or being captured: shutdown waits for them (within its
+    /// grace period) so a message relayed to a client is not lost with
+    /// the process.
+    in_flight: Drain,
 }
 
 impl CaptureQueue {
@@ -115,7 +120,7 @@ impl CaptureQueue {
         workers: usize,
         depth: usize,
     ) -> Self {
-        let (tx, rx) = mpsc::channel::<Job>(depth.max(1));
+        let (tx, rx) = mpsc::channel::<(Job, DrainGuard)>(depth.max(1));
         let rx = Arc::new(std::sync::Mutex::new(rx));
         let known = Arc::new(Known::default());
         for i in 0..workers.max(1) {
@@ -124,11 +129,11 @@ impl CaptureQueue {
             let spawned = std::thread::Builder::new()
                 .name(format!("imap-capture-{i}"))
                 .spawn(move || loop {
-                    let job = {
+                    let next = {
                         let mut rx = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         rx.blocking_recv()
                     };
-                    let Some(job) = job else {
+                    let Some((job, in_flight)) = next else {
                         return; // every sender is gone: the proxy stopped
                     };
                     let source = job.source;
@@ -148,12 +153,22 @@ impl CaptureQueue {
                     }
                     drop(job);
                     record(&gateway, &metrics, source, started, &outcome);
+                    drop(in_flight);
                 });
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start an IMAP capture thread");
             }
         }
-        CaptureQueue { tx, known }
+        CaptureQueue {
+            tx,
+            known,
+            in_flight: Drain::new(),
+        }
+    }
+
+    /// Jobs queued or being captured (`wait_idle`: all of them stored).
+    pub fn in_flight(&self) -> &Drain {
+        &self.in_flight
     }
 
     /// Whether `owner`'s copy of the message with this raw Message-ID is
@@ -164,9 +179,10 @@ impl CaptureQueue {
 
     /// Queue a job; waits while the queue is full (backpressure).
     pub async fn submit(&self, job: Job) {
+        let in_flight = self.in_flight.enter();
         // The receiver lives as long as the runtime: a send error means the
         // process is shutting down, and the capture is lost with it.
-        let _ = self.tx.send(job).await;
+        let _ = self.tx.send((job, in_flight)).await;
     }
 }
 

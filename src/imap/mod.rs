@@ -192,6 +192,12 @@ impl Proxy {
         }))
     }
 
+    /// Captures queued or running: on shutdown `app` waits for them once the
+    /// sessions have ended.
+    pub fn captures_in_flight(&self) -> Drain {
+        self.queue.in_flight().clone()
+    }
+
     /// The accept loop of one listener, until shutdown.
     pub fn serve(
         self: &Arc<Self>,

@@ -69,6 +69,16 @@ pub struct Spec {
     /// Extra `[limits]` lines, e.g. `smtp_bare_lf = "normalize"`.
     pub limits: Vec<String>,
     pub log_level: &'static str,
+    /// `[imap]` in front of this upstream (plaintext) with these listeners
+    /// (`ListenerSpec::tls` is the listener's mode). Binary only.
+    pub imap: Option<(SocketAddr, Vec<ListenerSpec>)>,
+    /// `[admin]` on a free port, accepting this admin token. Binary only.
+    pub admin_token: Option<&'static str>,
+    /// Policy text written as `policy.toml` next to the config (rewrite it
+    /// and SIGHUP to reload); default: the repository's demo policy.
+    pub policy: Option<String>,
+    /// `[tls]` certificate and key files; default: the demo pair.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl Spec {
@@ -80,6 +90,10 @@ impl Spec {
             listeners,
             limits: Vec::new(),
             log_level: "debug",
+            imap: None,
+            admin_token: None,
+            policy: None,
+            tls_files: None,
         }
     }
 
@@ -89,8 +103,53 @@ impl Spec {
     }
 }
 
-/// Write `mailshare.toml` for `spec` into `dir`, listeners on `ports`.
-pub fn write_config(dir: &Path, spec: &Spec, ports: &[u16]) -> PathBuf {
+/// Listener ports to write into the config (0: any free port, in-process).
+#[derive(Clone, Debug, Default)]
+pub struct Ports {
+    /// In `Spec::listeners` order.
+    pub smtp: Vec<u16>,
+    /// In the order of `Spec::imap`'s listeners.
+    pub imap: Vec<u16>,
+    pub admin: Option<u16>,
+}
+
+impl Ports {
+    /// Free ports for every listener `spec` asks for.
+    pub fn free(spec: &Spec) -> Ports {
+        let free = super::upstreams::free_port;
+        Ports {
+            smtp: spec.listeners.iter().map(|_| free()).collect(),
+            imap: spec
+                .imap
+                .as_ref()
+                .map_or_else(Vec::new, |(_, ls)| ls.iter().map(|_| free()).collect()),
+            admin: spec.admin_token.map(|_| free()),
+        }
+    }
+}
+
+fn listener_lines(section: &str, port: u16, l: &ListenerSpec) -> String {
+    format!(
+        "\n[[{section}.listeners]]\nlisten = \"127.0.0.1:{port}\"\ntls = \"{}\"\nallow_plaintext_auth = {}\n",
+        l.tls, l.allow_plaintext_auth
+    )
+}
+
+/// Write `mailshare.toml` for `spec` into `dir` (and `policy.toml` when the
+/// spec has its own policy), listeners on `ports`.
+pub fn write_config(dir: &Path, spec: &Spec, ports: &Ports) -> PathBuf {
+    let policy = match &spec.policy {
+        Some(text) => {
+            let p = dir.join("policy.toml");
+            fs::write(&p, text).unwrap();
+            p
+        }
+        None => repo().join("config/policy.toml"),
+    };
+    let (cert_file, key_file) = spec
+        .tls_files
+        .clone()
+        .unwrap_or_else(|| (cert(), repo().join("config/tls/key.pem")));
     let mut t = format!(
         r#"[store]
 path = "store"
@@ -108,9 +167,9 @@ tls = "{up_tls}"
 connect_timeout_secs = 5
 timeout_secs = {timeout}
 "#,
-        policy = repo().join("config/policy.toml").display(),
-        cert = cert().display(),
-        key = repo().join("config/tls/key.pem").display(),
+        policy = policy.display(),
+        cert = cert_file.display(),
+        key = key_file.display(),
         up = spec.upstream,
         up_tls = spec.upstream_tls,
         timeout = spec.upstream_timeout_secs,
@@ -118,10 +177,21 @@ timeout_secs = {timeout}
     if spec.upstream_tls != "none" {
         t.push_str(&format!("ca_file = \"{}\"\n", cert().display()));
     }
-    for (l, port) in spec.listeners.iter().zip(ports) {
+    for (l, port) in spec.listeners.iter().zip(&ports.smtp) {
+        t.push_str(&listener_lines("smtp", *port, l));
+    }
+    if let Some((up, listeners)) = &spec.imap {
         t.push_str(&format!(
-            "\n[[smtp.listeners]]\nlisten = \"127.0.0.1:{port}\"\ntls = \"{}\"\nallow_plaintext_auth = {}\n",
-            l.tls, l.allow_plaintext_auth
+            "\n[imap.upstream]\naddress = \"{up}\"\ntls = \"none\"\nconnect_timeout_secs = 5\n"
+        ));
+        for (l, port) in listeners.iter().zip(&ports.imap) {
+            t.push_str(&listener_lines("imap", *port, l));
+        }
+    }
+    if let (Some(token), Some(port)) = (spec.admin_token, ports.admin) {
+        t.push_str(&format!(
+            "\n[admin]\nlisten = \"127.0.0.1:{port}\"\nadmin_tokens_sha256 = [\"{}\"]\n",
+            super::sha256_hex(token)
         ));
     }
     t.push_str("\n[limits]\nmax_connections_per_ip = 512\nmax_connections_per_listener = 1024\n");
@@ -154,7 +224,14 @@ impl InProcess {
             .prefix("mailshare-test.")
             .tempdir()
             .unwrap();
-        let ports = vec![0u16; spec.listeners.len()];
+        assert!(
+            spec.imap.is_none() && spec.admin_token.is_none(),
+            "InProcess runs only the SMTP relay; use Binary"
+        );
+        let ports = Ports {
+            smtp: vec![0; spec.listeners.len()],
+            ..Ports::default()
+        };
         let config_path = write_config(dir.path(), spec, &ports);
         let loaded = mailshare::config::load(&config_path).unwrap_or_else(|d| {
             panic!(
@@ -282,7 +359,12 @@ impl Drop for InProcess {
 /// The `mailshare serve` binary as a child process.
 pub struct Binary {
     pub dir: tempfile::TempDir,
+    /// SMTP listeners, in `Spec::listeners` order.
     pub addrs: Vec<SocketAddr>,
+    /// IMAP listeners, in the order of `Spec::imap`'s.
+    pub imap_addrs: Vec<SocketAddr>,
+    /// The admin API, when the spec has an admin token.
+    pub admin: Option<SocketAddr>,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Child,
@@ -295,11 +377,7 @@ impl Binary {
             .prefix("mailshare-bin.")
             .tempdir()
             .unwrap();
-        let ports: Vec<u16> = spec
-            .listeners
-            .iter()
-            .map(|_| super::upstreams::free_port())
-            .collect();
+        let ports = Ports::free(spec);
         let config = write_config(dir.path(), spec, &ports);
         let log = dir.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailshare"));
@@ -314,8 +392,11 @@ impl Binary {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn mailshare serve");
+        let local = |p: &u16| SocketAddr::from(([127, 0, 0, 1], *p));
         let mut b = Binary {
-            addrs: ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect(),
+            addrs: ports.smtp.iter().map(local).collect(),
+            imap_addrs: ports.imap.iter().map(local).collect(),
+            admin: ports.admin.as_ref().map(local),
             dir,
             config,
             log,
@@ -342,6 +423,56 @@ impl Binary {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Wait until the log has `n` lines containing `needle`; the log text,
+    /// or a panic with the log after `within`.
+    pub fn wait_log(&self, needle: &str, n: usize, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let text = self.log_text();
+            if text.lines().filter(|l| l.contains(needle)).count() >= n {
+                return text;
+            }
+            assert!(
+                Instant::now() < end,
+                "no {n} log line(s) with {needle:?} within {within:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `policy.toml` next to the config (when the spec has a policy).
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.path().join("policy.toml")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// Send a signal (`HUP`, `TERM`) by PID.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{name} {}", self.child.id());
+    }
+
+    /// The exit status once the process has exited, or `None` after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// A field of /proc/PID/status in kB (VmRSS, VmHWM).
     pub fn status_kb(&self, field: &str) -> u64 {
         let s = fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
@@ -357,15 +488,10 @@ impl Binary {
             .arg("-TERM")
             .arg(self.child.id().to_string())
             .status();
-        let end = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if self.wait_exit(Duration::from_secs(15)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -495,6 +495,22 @@ impl LineClient {
         &self.writer
     }
 
+    /// SMTP: read the greeting, EHLO, AUTH PLAIN as a test user (asserting
+    /// 235); the EHLO reply's lines.
+    pub fn smtp_login(&mut self, login: &str) -> Vec<String> {
+        use base64::Engine as _;
+        let greeting = self.smtp_reply();
+        assert!(greeting[0].starts_with("220"), "{greeting:?}");
+        self.send(b"EHLO client.example\r\n");
+        let ehlo = self.smtp_reply();
+        let creds = base64::engine::general_purpose::STANDARD
+            .encode(format!("\0{login}\0{}", password(login)));
+        self.send(format!("AUTH PLAIN {creds}\r\n").as_bytes());
+        let r = self.smtp_reply();
+        assert!(r[0].starts_with("235"), "{r:?}");
+        ehlo
+    }
+
     /// SMTP: read a (multi-line) reply, return its lines.
     pub fn smtp_reply(&mut self) -> Vec<String> {
         let mut out = Vec::new();
