@@ -501,8 +501,8 @@ fn starttls_injection_is_never_answered_and_plaintext_auth_needs_permission() {
         vec![
             ListenerSpec::starttls(),
             ListenerSpec {
-                tls: "starttls",
                 allow_plaintext_auth: true,
+                ..ListenerSpec::starttls()
             },
         ],
     ));
