@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use mailshare::gateway::{Gateway, DEFAULT_CAPTURE_BUDGET_BYTES};
+use mailshare::gateway::Gateway;
 use mailshare::metrics::Metrics;
 use mailshare::net::listener::{IpLimiter, ListenerOptions};
 use mailshare::net::tls::ServerTls;
@@ -28,12 +28,14 @@ pub fn cert() -> PathBuf {
     repo().join("config/tls/cert.pem")
 }
 
-/// One `[[smtp.listeners]]`.
+/// One `[[smtp.listeners]]` or `[[imap.listeners]]`.
 #[derive(Clone, Debug)]
 pub struct ListenerSpec {
     /// `starttls`, `implicit` or `none`.
     pub tls: &'static str,
     pub allow_plaintext_auth: bool,
+    /// Expect a PROXY v1/v2 header from a load balancer.
+    pub proxy_protocol: bool,
 }
 
 impl ListenerSpec {
@@ -41,12 +43,14 @@ impl ListenerSpec {
         ListenerSpec {
             tls: "starttls",
             allow_plaintext_auth: false,
+            proxy_protocol: false,
         }
     }
     pub fn implicit() -> Self {
         ListenerSpec {
             tls: "implicit",
             allow_plaintext_auth: false,
+            proxy_protocol: false,
         }
     }
     /// Plaintext with AUTH allowed (loopback tests of the protocol itself).
@@ -54,7 +58,13 @@ impl ListenerSpec {
         ListenerSpec {
             tls: "none",
             allow_plaintext_auth: true,
+            proxy_protocol: false,
         }
+    }
+    /// The same behind a PROXY-protocol load balancer.
+    pub fn proxied(mut self) -> Self {
+        self.proxy_protocol = true;
+        self
     }
 }
 
@@ -66,6 +76,10 @@ pub struct Spec {
     pub upstream_tls: &'static str,
     pub upstream_timeout_secs: u64,
     pub listeners: Vec<ListenerSpec>,
+    /// An IMAP proxy (binary only): its plaintext upstream and listeners.
+    pub imap: Option<(SocketAddr, Vec<ListenerSpec>)>,
+    /// An admin API listener (binary only; `/metrics`).
+    pub admin: bool,
     /// Extra `[limits]` lines, e.g. `smtp_bare_lf = "normalize"`.
     pub limits: Vec<String>,
     pub log_level: &'static str,
@@ -78,6 +92,8 @@ impl Spec {
             upstream_tls: "none",
             upstream_timeout_secs: 30,
             listeners,
+            imap: None,
+            admin: false,
             limits: Vec::new(),
             log_level: "debug",
         }
@@ -89,8 +105,23 @@ impl Spec {
     }
 }
 
+/// Ports for the listeners of a [`Spec`] (0: any free port).
+#[derive(Clone, Debug, Default)]
+pub struct Ports {
+    pub smtp: Vec<u16>,
+    pub imap: Vec<u16>,
+    pub admin: Option<u16>,
+}
+
+fn listener_toml(section: &str, l: &ListenerSpec, port: u16) -> String {
+    format!(
+        "\n[[{section}.listeners]]\nlisten = \"127.0.0.1:{port}\"\ntls = \"{}\"\nallow_plaintext_auth = {}\nproxy_protocol = {}\n",
+        l.tls, l.allow_plaintext_auth, l.proxy_protocol
+    )
+}
+
 /// Write `mailshare.toml` for `spec` into `dir`, listeners on `ports`.
-pub fn write_config(dir: &Path, spec: &Spec, ports: &[u16]) -> PathBuf {
+pub fn write_config(dir: &Path, spec: &Spec, ports: &Ports) -> PathBuf {
     let mut t = format!(
         r#"[store]
 path = "store"
@@ -118,13 +149,32 @@ timeout_secs = {timeout}
     if spec.upstream_tls != "none" {
         t.push_str(&format!("ca_file = \"{}\"\n", cert().display()));
     }
-    for (l, port) in spec.listeners.iter().zip(ports) {
-        t.push_str(&format!(
-            "\n[[smtp.listeners]]\nlisten = \"127.0.0.1:{port}\"\ntls = \"{}\"\nallow_plaintext_auth = {}\n",
-            l.tls, l.allow_plaintext_auth
-        ));
+    for (l, port) in spec.listeners.iter().zip(&ports.smtp) {
+        t.push_str(&listener_toml("smtp", l, *port));
     }
-    t.push_str("\n[limits]\nmax_connections_per_ip = 512\nmax_connections_per_listener = 1024\n");
+    if let Some((upstream, listeners)) = &spec.imap {
+        t.push_str(&format!(
+            "\n[imap.upstream]\naddress = \"{upstream}\"\ntls = \"none\"\nconnect_timeout_secs = 5\ntimeout_secs = 30\n"
+        ));
+        for (l, port) in listeners.iter().zip(&ports.imap) {
+            t.push_str(&listener_toml("imap", l, *port));
+        }
+    }
+    if let Some(port) = ports.admin {
+        t.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
+    }
+    t.push_str("\n[limits]\n");
+    // Generous connection limits unless the spec sets its own.
+    for default in [
+        "max_connections_per_ip = 512",
+        "max_connections_per_listener = 1024",
+    ] {
+        let key = default.split(' ').next().unwrap();
+        if !spec.limits.iter().any(|l| l.split(' ').next() == Some(key)) {
+            t.push_str(default);
+            t.push('\n');
+        }
+    }
     for line in &spec.limits {
         t.push_str(line);
         t.push('\n');
@@ -154,7 +204,14 @@ impl InProcess {
             .prefix("mailshare-test.")
             .tempdir()
             .unwrap();
-        let ports = vec![0u16; spec.listeners.len()];
+        assert!(
+            spec.imap.is_none() && !spec.admin,
+            "InProcess runs the SMTP relay only; use Binary"
+        );
+        let ports = Ports {
+            smtp: vec![0u16; spec.listeners.len()],
+            ..Ports::default()
+        };
         let config_path = write_config(dir.path(), spec, &ports);
         let loaded = mailshare::config::load(&config_path).unwrap_or_else(|d| {
             panic!(
@@ -176,7 +233,6 @@ impl InProcess {
             loaded.policy_path,
             config.clone(),
             Arc::new(Metrics::new()),
-            DEFAULT_CAPTURE_BUDGET_BYTES,
         ));
         let (trigger, shutdown) = mailshare::shutdown::channel();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -196,14 +252,15 @@ impl InProcess {
                 for l in &smtp.listeners {
                     let tcp = tokio::net::TcpListener::bind(l.listen).await.unwrap();
                     addrs.push(tcp.local_addr().unwrap());
-                    let options = ListenerOptions {
-                        name: format!("smtp:{}", l.tls).into(),
-                        max_connections: 1024,
-                        ip_limiter: ip.clone(),
-                        drain: drain.clone(),
-                        proxy_protocol: l.proxy_protocol,
-                        proxy_header_timeout: std::time::Duration::from_secs(5),
-                    };
+                    let mut options = ListenerOptions::new(
+                        "smtp",
+                        &format!("smtp:{}", l.tls),
+                        1024,
+                        ip.clone(),
+                        drain.clone(),
+                        gw.metrics.connections_refused.clone(),
+                    );
+                    options.proxy_protocol = l.proxy_protocol;
                     tokio::spawn(mailshare::smtp::serve(
                         relay.clone(),
                         tcp,
@@ -282,7 +339,12 @@ impl Drop for InProcess {
 /// The `mailshare serve` binary as a child process.
 pub struct Binary {
     pub dir: tempfile::TempDir,
+    /// SMTP listeners, in `Spec::listeners` order.
     pub addrs: Vec<SocketAddr>,
+    /// IMAP listeners, in `Spec::imap` order.
+    pub imap_addrs: Vec<SocketAddr>,
+    /// The admin API (`Spec::admin`).
+    pub admin: Option<SocketAddr>,
     pub config: PathBuf,
     pub log: PathBuf,
     child: Child,
@@ -295,11 +357,13 @@ impl Binary {
             .prefix("mailshare-bin.")
             .tempdir()
             .unwrap();
-        let ports: Vec<u16> = spec
-            .listeners
-            .iter()
-            .map(|_| super::upstreams::free_port())
-            .collect();
+        let free =
+            |n: usize| -> Vec<u16> { (0..n).map(|_| super::upstreams::free_port()).collect() };
+        let ports = Ports {
+            smtp: free(spec.listeners.len()),
+            imap: free(spec.imap.as_ref().map_or(0, |(_, l)| l.len())),
+            admin: spec.admin.then(super::upstreams::free_port),
+        };
         let config = write_config(dir.path(), spec, &ports);
         let log = dir.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailshare"));
@@ -314,8 +378,11 @@ impl Binary {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn mailshare serve");
+        let addr = |p: &u16| -> SocketAddr { ([127, 0, 0, 1], *p).into() };
         let mut b = Binary {
-            addrs: ports.iter().map(|p| ([127, 0, 0, 1], *p).into()).collect(),
+            addrs: ports.smtp.iter().map(addr).collect(),
+            imap_addrs: ports.imap.iter().map(addr).collect(),
+            admin: ports.admin.as_ref().map(addr),
             dir,
             config,
             log,
