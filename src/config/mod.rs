@@ -461,7 +461,8 @@ pub struct Limits {
     pub max_connections_per_ip: u64,
     /// `capture_memory_budget_bytes`: bytes of messages held in memory for
     /// capture at once, across all sessions (a bound on capture memory, not
-    /// on relaying). When it is exhausted an SMTP message is relayed
+    /// on relaying; a message larger than the whole budget takes all of it
+    /// and is captured alone). When it is exhausted an SMTP message is relayed
     /// without delay and captured from its headers only; an IMAP session
     /// pauses until budget is free (backpressure), or captures from headers
     /// only when waiting could deadlock it. Both are counted in

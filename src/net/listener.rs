@@ -229,8 +229,8 @@ fn session_span(
     tracing::info_span!(
         "session",
         id = %next_session_id(),
-        protocol,
-        listener,
+        protocol = %protocol,
+        listener = %listener,
         client = %client,
         proxy = via.map(tracing::field::display),
         login = tracing::field::Empty,
@@ -254,7 +254,7 @@ pub fn record_login(login: &str, owner: Option<&str>) {
 /// Record why the session ended (a short word from a fixed set) in the
 /// current session span; the listener's "session ended" line shows it.
 pub fn record_end(end: &'static str) {
-    Span::current().record("end", end);
+    Span::current().record("end", tracing::field::display(end));
 }
 
 /// `s` with control characters escaped, cut to at most `max` bytes.

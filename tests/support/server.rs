@@ -247,7 +247,8 @@ impl InProcess {
                 let smtp = config.smtp.as_ref().expect("[smtp] configured");
                 let relay = mailshare::smtp::Relay::new(gw.clone(), tls, smtp).unwrap();
                 let drain = Drain::new();
-                let ip = IpLimiter::new(512);
+                let limits = config.limits;
+                let ip = IpLimiter::new(limits.max_connections_per_ip as usize);
                 let mut addrs = Vec::new();
                 for l in &smtp.listeners {
                     let tcp = tokio::net::TcpListener::bind(l.listen).await.unwrap();
@@ -255,7 +256,7 @@ impl InProcess {
                     let mut options = ListenerOptions::new(
                         "smtp",
                         &format!("smtp:{}", l.tls),
-                        1024,
+                        limits.max_connections_per_listener as usize,
                         ip.clone(),
                         drain.clone(),
                         gw.metrics.connections_refused.clone(),
