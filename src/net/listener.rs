@@ -364,6 +364,12 @@ async fn connection<H, HF, R>(
         match header {
             Ok(Ok(Some(client))) => (client, Some(socket_peer)),
             Ok(Ok(None)) => (socket_peer, Some(socket_peer)),
+            Ok(Err(super::proxy::ProxyError::Empty)) => {
+                // A balancer's TCP health check: neither a refusal nor news.
+                drop(slot);
+                tracing::debug!(listener = %options.name, peer = %socket_peer, "closed before a PROXY header (health check?)");
+                return;
+            }
             Ok(Err(e)) => {
                 drop(slot);
                 options.count_refusal(REFUSED_PROXY_HEADER);
@@ -692,6 +698,9 @@ mod tests {
         ));
         let (_a, got) = first_line(addr, b"PROXY TCP4 203.0.113.7 10.0.0.1 5000 25\r\n").await;
         assert_eq!(got, "peer 203.0.113.7:5000\n");
+        // Closed before its first byte (a balancer's TCP health check): not
+        // a refusal (checked below, once later connections were handled).
+        drop(TcpStream::connect(addr).await.unwrap());
         // Same real client again: over its limit of one, though the socket peer differs.
         let (_b, got) = first_line(addr, b"PROXY TCP4 203.0.113.7 10.0.0.1 5001 25\r\n").await;
         assert_eq!(got, "busy\n");
