@@ -646,20 +646,9 @@ fn a_full_listener_says_bye_unavailable() {
 /// A logged-in client with a tiny receive buffer (no autotuning), so a
 /// large response it does not read stalls the proxy mid-literal.
 fn slow_reader(addr: std::net::SocketAddr, user: &str) -> Raw {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let s = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    let s = support::upstreams::connect_with(addr, |socket| {
         socket.set_recv_buffer_size(16 << 10).unwrap();
-        let s = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
-            .await
-            .expect("connect within 5 s")
-            .unwrap();
-        s.into_std().unwrap()
     });
-    s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut c = Raw {
         r: std::io::BufReader::new(s.try_clone().unwrap()),

@@ -463,6 +463,31 @@ impl Drop for Upstreams {
     }
 }
 
+/// A blocking stream to `addr` from a socket `setup` configures first
+/// (source address, buffer sizes: what std cannot set before connecting).
+pub fn connect_with(addr: SocketAddr, setup: impl FnOnce(&tokio::net::TcpSocket)) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("socket");
+        setup(&socket);
+        let s = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+            .await
+            .expect("connect within 5 s")
+            .expect("connect");
+        s.into_std().unwrap()
+    });
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
 /// A minimal line-oriented client for tests (SMTP or IMAP, plaintext).
 pub struct LineClient {
     reader: BufReader<TcpStream>,
@@ -480,27 +505,11 @@ impl LineClient {
     /// on Linux: the whole block is routed to lo), so a server can tell
     /// this client from others on 127.0.0.1.
     pub fn connect_from(source: IpAddr, addr: SocketAddr) -> LineClient {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let s = rt.block_on(async {
-            let socket = match source {
-                IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
-                IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
-            }
-            .expect("socket");
+        LineClient::from_stream(connect_with(addr, |socket| {
             socket
                 .bind(SocketAddr::new(source, 0))
                 .unwrap_or_else(|e| panic!("bind {source}: {e}"));
-            let s = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
-                .await
-                .expect("connect within 5 s")
-                .expect("connect");
-            s.into_std().unwrap()
-        });
-        s.set_nonblocking(false).unwrap();
-        LineClient::from_stream(s)
+        }))
     }
 
     pub fn from_stream(s: TcpStream) -> LineClient {
