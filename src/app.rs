@@ -4,7 +4,7 @@
 
 use crate::config;
 use crate::engine::Direction;
-use crate::gateway::{Gateway, DEFAULT_CAPTURE_BUDGET_BYTES};
+use crate::gateway::Gateway;
 use crate::ingest::{self, IngestRequest};
 use crate::metrics::Metrics;
 use crate::net::listener::IpLimiter;
@@ -264,7 +264,6 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
         loaded.policy_path.clone(),
         config.clone(),
         metrics,
-        DEFAULT_CAPTURE_BUDGET_BYTES,
     ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -317,16 +316,16 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                     .await
                     .with_context(|| format!("binding the SMTP listener {}", l.listen))?;
                 let name: Arc<str> = format!("smtp:{}", l.listen).into();
-                tracing::info!(listener = %name, tls = %l.tls, upstream = %smtp.upstream.address, "SMTP listener bound");
-                let options = crate::net::listener::ListenerOptions {
-                    name,
-                    max_connections: usize::try_from(limits.max_connections_per_listener)
-                        .unwrap_or(usize::MAX),
-                    ip_limiter: services.ip_limiter.clone(),
-                    drain: services.drain.clone(),
-                    proxy_protocol: l.proxy_protocol,
-                    proxy_header_timeout: crate::net::listener::PROXY_HEADER_TIMEOUT,
-                };
+                tracing::info!(listener = %name, tls = %l.tls, proxy_protocol = l.proxy_protocol, upstream = %smtp.upstream.address, "SMTP listener bound");
+                let mut options = crate::net::listener::ListenerOptions::new(
+                    "smtp",
+                    &name,
+                    usize::try_from(limits.max_connections_per_listener).unwrap_or(usize::MAX),
+                    services.ip_limiter.clone(),
+                    services.drain.clone(),
+                    gateway.metrics.connections_refused.clone(),
+                );
+                options.proxy_protocol = l.proxy_protocol;
                 tasks.push(tokio::spawn(crate::smtp::serve(
                     relay.clone(),
                     tcp,
@@ -352,7 +351,7 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                 let listener = tokio::net::TcpListener::bind(l.listen)
                     .await
                     .with_context(|| format!("binding the IMAP listener {}", l.listen))?;
-                tracing::info!(listen = %l.listen, tls = %l.tls, upstream = %imap.upstream.address, "IMAP listener");
+                tracing::info!(listener = %format_args!("imap:{}", l.listen), tls = %l.tls, proxy_protocol = l.proxy_protocol, upstream = %imap.upstream.address, "IMAP listener bound");
                 tasks.push(tokio::spawn(proxy.serve(
                     listener,
                     l.clone(),

@@ -12,6 +12,7 @@ use crate::engine::{Direction, Policy};
 use crate::ingest::{self, IngestError, IngestOutcome, IngestRequest};
 use crate::metrics::Metrics;
 use crate::store::{Durability, Store};
+use prometheus::IntGauge;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
@@ -45,10 +46,6 @@ impl PolicyHandle {
     }
 }
 
-/// Default budget for bytes of messages held for capture at once, across all
-/// sessions (see [`Gateway::reserve`]).
-pub const DEFAULT_CAPTURE_BUDGET_BYTES: usize = 256 << 20;
-
 /// One message to capture, owned (the adapter hands its buffer over).
 #[derive(Debug)]
 pub struct CaptureJob {
@@ -72,23 +69,64 @@ pub struct Gateway {
     budget_bytes: usize,
 }
 
-/// Bytes of the capture budget held by one in-flight message; released on drop.
+/// The budget is counted in units of this many bytes.
+const BUDGET_UNIT: usize = 1024;
+
+/// Bytes of the capture budget held by one in-flight message; released on
+/// drop (and taken off `mailshare_capture_budget_used_bytes`).
 #[derive(Debug)]
 pub struct BudgetPermit {
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
+    used: Option<IntGauge>,
+}
+
+impl BudgetPermit {
+    fn new(permit: OwnedSemaphorePermit, used: &IntGauge) -> BudgetPermit {
+        used.add(permit_bytes(&permit));
+        BudgetPermit {
+            permit: Some(permit),
+            used: Some(used.clone()),
+        }
+    }
+
+    fn empty() -> BudgetPermit {
+        BudgetPermit {
+            permit: None,
+            used: None,
+        }
+    }
+}
+
+fn permit_bytes(p: &OwnedSemaphorePermit) -> i64 {
+    i64::try_from(p.num_permits() * BUDGET_UNIT).unwrap_or(i64::MAX)
+}
+
+impl Drop for BudgetPermit {
+    fn drop(&mut self) {
+        if let (Some(p), Some(used)) = (&self.permit, &self.used) {
+            used.sub(permit_bytes(p));
+        }
+    }
 }
 
 impl Gateway {
+    /// The capture memory budget is `config.limits.capture_memory_budget_bytes`.
     pub fn new(
         store: Arc<dyn Store>,
         policy: Policy,
         policy_path: PathBuf,
         config: Arc<Config>,
         metrics: Arc<Metrics>,
-        budget_bytes: usize,
     ) -> Gateway {
         metrics.policy_users.set(policy.users.len() as i64);
-        let units = budget_bytes.div_ceil(1024).clamp(1, Semaphore::MAX_PERMITS);
+        let budget_bytes =
+            usize::try_from(config.limits.capture_memory_budget_bytes).unwrap_or(usize::MAX);
+        let units = budget_bytes
+            .div_ceil(BUDGET_UNIT)
+            .clamp(1, Semaphore::MAX_PERMITS);
+        metrics
+            .capture_budget_bytes
+            .set(i64::try_from(units * BUDGET_UNIT).unwrap_or(i64::MAX));
         Gateway {
             store,
             policy: PolicyHandle::new(policy),
@@ -96,7 +134,7 @@ impl Gateway {
             config,
             metrics,
             budget: Arc::new(Semaphore::new(units)),
-            budget_bytes: units * 1024,
+            budget_bytes: units * BUDGET_UNIT,
         }
     }
 
@@ -107,29 +145,56 @@ impl Gateway {
 
     /// Reserve `bytes` of the global capture budget before buffering a
     /// message for capture: waits while other sessions hold it (backpressure,
-    /// never unbounded memory). A request above the whole budget is capped at
-    /// the whole budget.
-    pub async fn reserve(&self, bytes: usize) -> BudgetPermit {
-        let units = bytes.min(self.budget_bytes).div_ceil(1024) as u32;
-        if units == 0 {
-            return BudgetPermit { _permit: None };
+    /// never unbounded memory; a wait is counted for `protocol` in
+    /// `mailshare_capture_budget_exhausted_total{outcome="waited"}`). A
+    /// request above the whole budget is capped at the whole budget.
+    pub async fn reserve(&self, bytes: usize, protocol: &'static str) -> BudgetPermit {
+        if let Some(p) = self.try_reserve(bytes) {
+            return p;
         }
-        let permit = self.budget.clone().acquire_many_owned(units).await.ok();
-        BudgetPermit { _permit: permit }
+        self.metrics
+            .capture_budget_exhausted
+            .with_label_values(&[protocol, "waited"])
+            .inc();
+        match self
+            .budget
+            .clone()
+            .acquire_many_owned(self.units(bytes))
+            .await
+        {
+            Ok(p) => BudgetPermit::new(p, &self.metrics.capture_budget_used_bytes),
+            // The semaphore is never closed.
+            Err(_) => BudgetPermit::empty(),
+        }
     }
 
     /// Like [`reserve`](Self::reserve) but gives up at once when the budget is
-    /// exhausted (for callers that answer "busy" instead of waiting).
+    /// exhausted (for callers that degrade instead of waiting: they call
+    /// [`budget_denied`](Self::budget_denied) when they do).
     pub fn try_reserve(&self, bytes: usize) -> Option<BudgetPermit> {
-        let units = bytes.min(self.budget_bytes).div_ceil(1024) as u32;
+        let units = self.units(bytes);
         if units == 0 {
-            return Some(BudgetPermit { _permit: None });
+            return Some(BudgetPermit::empty());
         }
         self.budget
             .clone()
             .try_acquire_many_owned(units)
             .ok()
-            .map(|p| BudgetPermit { _permit: Some(p) })
+            .map(|p| BudgetPermit::new(p, &self.metrics.capture_budget_used_bytes))
+    }
+
+    /// Count a capture that went without (all of) its content because the
+    /// budget was exhausted.
+    pub fn budget_denied(&self, protocol: &'static str) {
+        self.metrics
+            .capture_budget_exhausted
+            .with_label_values(&[protocol, "denied"])
+            .inc();
+    }
+
+    /// Budget units for a request of `bytes` (capped at the whole budget).
+    fn units(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.min(self.budget_bytes).div_ceil(BUDGET_UNIT)).unwrap_or(u32::MAX)
     }
 
     /// Capture one message off the I/O task (parsing and the durable store
@@ -250,5 +315,89 @@ impl Gateway {
                 Err(d)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Limits;
+    use crate::store::{SledStore, StoreOptions};
+    use std::time::Duration;
+
+    fn gateway(budget: u64) -> (Gateway, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store"), StoreOptions::default()).unwrap();
+        let policy_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/policy.toml");
+        let policy = crate::config::load_policy(&policy_path).unwrap();
+        let config = Config {
+            limits: Limits {
+                capture_memory_budget_bytes: budget,
+                ..Limits::default()
+            },
+            ..Config::default()
+        };
+        let g = Gateway::new(
+            Arc::new(store),
+            policy,
+            policy_path,
+            Arc::new(config),
+            Arc::new(Metrics::new()),
+        );
+        (g, dir)
+    }
+
+    fn exhausted(g: &Gateway, protocol: &str, outcome: &str) -> u64 {
+        g.metrics
+            .capture_budget_exhausted
+            .with_label_values(&[protocol, outcome])
+            .get()
+    }
+
+    #[tokio::test]
+    async fn the_budget_comes_from_the_config_and_its_use_is_measured() {
+        let (g, _dir) = gateway(8192);
+        let m = g.metrics.clone();
+        assert_eq!(m.capture_budget_bytes.get(), 8192);
+        assert_eq!(m.capture_budget_used_bytes.get(), 0);
+        let a = g.try_reserve(6000).expect("fits");
+        assert_eq!(m.capture_budget_used_bytes.get(), 6144, "whole KiB units");
+        assert!(g.try_reserve(4096).is_none(), "only 2 KiB left");
+        g.budget_denied("smtp");
+        assert_eq!(exhausted(&g, "smtp", "denied"), 1);
+
+        // A waiting reservation is counted once, and completes when the
+        // budget is released.
+        let g = Arc::new(g);
+        let waiter = {
+            let g = g.clone();
+            tokio::spawn(async move { g.reserve(4096, "imap").await })
+        };
+        let mut counted = false;
+        for _ in 0..500 {
+            if exhausted(&g, "imap", "waited") == 1 {
+                counted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(counted, "the wait is counted");
+        assert!(!waiter.is_finished());
+        drop(a);
+        let b = tokio::time::timeout(Duration::from_secs(10), waiter)
+            .await
+            .expect("the waiter gets the budget")
+            .unwrap();
+        assert_eq!(m.capture_budget_used_bytes.get(), 4096);
+        assert_eq!(exhausted(&g, "imap", "waited"), 1);
+        drop(b);
+        assert_eq!(m.capture_budget_used_bytes.get(), 0);
+
+        // No wait, no count; a request above the whole budget gets all of it.
+        let all = g.reserve(1 << 30, "smtp").await;
+        assert_eq!(m.capture_budget_used_bytes.get(), 8192);
+        assert_eq!(exhausted(&g, "smtp", "waited"), 0);
+        drop(all);
+        assert_eq!(m.capture_budget_used_bytes.get(), 0);
     }
 }

@@ -38,6 +38,18 @@ pub struct Metrics {
     /// 1 while the last reload attempt failed (the previous policy is running).
     pub policy_stale: IntGauge,
     pub policy_users: IntGauge,
+    /// Connections refused by a listener, by protocol, listener and reason
+    /// (`listener_full`, `per_ip`, `proxy_header`; see
+    /// [`crate::net::listener::REFUSAL_REASONS`]).
+    pub connections_refused: IntCounterVec,
+    /// The capture memory budget (`[limits] capture_memory_budget_bytes`).
+    pub capture_budget_bytes: IntGauge,
+    /// Bytes of the capture memory budget held by messages in flight.
+    pub capture_budget_used_bytes: IntGauge,
+    /// Times a capture found the budget exhausted, by protocol and outcome:
+    /// `waited` (the session paused until budget was free) or `denied` (the
+    /// message was captured from its headers only, or not at all).
+    pub capture_budget_exhausted: IntCounterVec,
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -144,6 +156,30 @@ impl Metrics {
                 "1 while the last policy reload failed and the previous policy is running.",
             ),
             policy_users: gauge(&r, "mailshare_policy_users", "Users in the running policy."),
+            connections_refused: counter_vec(
+                &r,
+                "mailshare_connections_refused_total",
+                "Client connections refused, by protocol, listener and reason \
+                 (listener_full, per_ip, proxy_header).",
+                &["protocol", "listener", "reason"],
+            ),
+            capture_budget_bytes: gauge(
+                &r,
+                "mailshare_capture_budget_bytes",
+                "The capture memory budget: bytes of messages that may be held for capture at once.",
+            ),
+            capture_budget_used_bytes: gauge(
+                &r,
+                "mailshare_capture_budget_used_bytes",
+                "Bytes of the capture memory budget held by messages in flight.",
+            ),
+            capture_budget_exhausted: counter_vec(
+                &r,
+                "mailshare_capture_budget_exhausted_total",
+                "Captures that found the memory budget exhausted, by protocol and outcome \
+                 (waited: the session paused; denied: captured from headers only or not at all).",
+                &["protocol", "outcome"],
+            ),
             registry: r,
         }
     }

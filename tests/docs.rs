@@ -19,13 +19,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Keys documented ahead of the parser, each removed once the parser
-/// accepts it: (file, table path, key).
-const PENDING: &[(File, &str, &str)] = &[
-    // The capture memory budget, a [limits] key another branch adds.
-    (File::Config, "limits", "capture_memory_budget_bytes"),
-];
-
 const PROBE: &str = "__probe__";
 
 fn repo() -> PathBuf {
@@ -260,14 +253,6 @@ fn documented() -> Documented {
     doc
 }
 
-fn pending(file: File, path: &str) -> BTreeSet<String> {
-    PENDING
-        .iter()
-        .filter(|(f, p, _)| *f == file && *p == path)
-        .map(|(_, _, k)| k.to_string())
-        .collect()
-}
-
 #[test]
 fn the_examples_use_every_key_the_parser_accepts() {
     let mut problems = Vec::new();
@@ -329,8 +314,7 @@ fn configuration_md_documents_every_key_and_only_those() {
                     file.name()
                 ));
             }
-            let known: BTreeSet<String> = accepted.union(&pending(file, &path)).cloned().collect();
-            for k in documented.difference(&known) {
+            for k in documented.difference(&accepted) {
                 problems.push(format!(
                     "docs/configuration.md documents {} [{path}] {k}, which the parser rejects",
                     file.name()
@@ -358,19 +342,6 @@ fn configuration_md_documents_every_key_and_only_those() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     assert!(checked > 60, "only {checked} keys documented");
-}
-
-#[test]
-fn pending_keys_are_still_pending() {
-    // Once the parser accepts a PENDING key it is checked like any other:
-    // take it off the list (and use it in the example file).
-    for (file, path, key) in PENDING {
-        let table = &example_tables(*file)[*path];
-        assert!(
-            !accepted_keys(*file, table).contains(*key),
-            "[{path}] {key} is accepted by the parser now: remove it from PENDING in tests/docs.rs"
-        );
-    }
 }
 
 /// The default cell of a documented key.
@@ -418,10 +389,7 @@ fn documented_defaults_are_the_codes() {
         ("smtp_max_message_bytes", d.smtp_max_message_bytes),
         ("smtp_max_recipients", d.smtp_max_recipients),
         ("smtp_max_commands", d.smtp_max_commands),
-        (
-            "capture_memory_budget_bytes",
-            mailshare::gateway::DEFAULT_CAPTURE_BUDGET_BYTES as u64,
-        ),
+        ("capture_memory_budget_bytes", d.capture_memory_budget_bytes),
     ];
     let mut problems = Vec::new();
     for row in &doc.keys[&(File::Config, "limits".to_string())] {

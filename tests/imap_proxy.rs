@@ -555,6 +555,17 @@ fn no_credential_reaches_the_logs_even_at_trace() {
     for needle in [secret, b64.as_str(), "pw-alice", good.as_str()] {
         assert!(!log.contains(needle), "{needle} found in the log");
     }
+    // The session span names who logged in, and whose mail it is.
+    let ended = log
+        .lines()
+        .find(|l| l.contains("net::listener: session ended") && l.contains("login="))
+        .unwrap_or_else(|| panic!("a session ended line: {log}"));
+    assert!(
+        ended.contains("protocol=imap")
+            && ended.contains("login=\"alice\"")
+            && ended.contains("owner=\"alice@acme.example\""),
+        "{ended}"
+    );
 }
 
 #[test]
@@ -573,4 +584,167 @@ fn too_many_connections_from_one_address_get_bye() {
         c.rest(),
         "* BYE [UNAVAILABLE] Too many connections from your address\r\n"
     );
+    let refused = |reason| {
+        p.metric(
+            "mailshare_connections_refused_total",
+            &[
+                ("protocol", "imap"),
+                // Every in-process listener is configured as 127.0.0.1:0.
+                ("listener", "imap:127.0.0.1:0"),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(refused("per_ip"), 1.0);
+    assert_eq!(refused("listener_full"), 0.0);
+}
+
+#[test]
+fn a_full_listener_says_bye_unavailable() {
+    let p = Proxied::start(Options {
+        limits: mailshare::config::Limits {
+            max_connections_per_listener: 2,
+            max_connections_per_ip: 10,
+            ..Default::default()
+        },
+        ..Options::default()
+    });
+    let refused = || {
+        p.metric(
+            "mailshare_connections_refused_total",
+            &[("protocol", "imap"), ("reason", "listener_full")],
+        )
+    };
+    let mut a = Raw::greeted(p.plain);
+    let _b = Raw::greeted(p.plain);
+    let mut c = Raw::connect(p.plain);
+    assert_eq!(
+        c.rest(),
+        "* BYE [UNAVAILABLE] Too many connections, try again later\r\n"
+    );
+    assert_eq!(refused(), 1.0);
+    // Implicit TLS: no plaintext line a TLS client could not read, a close.
+    let _d = Raw::connect(p.implicit);
+    let _e = Raw::connect(p.implicit);
+    let mut f = Raw::connect(p.implicit);
+    assert_eq!(f.rest(), "");
+    assert_eq!(refused(), 2.0);
+    // A slot comes back when a session ends.
+    a.send(b"z LOGOUT\r\n");
+    a.rest();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let mut g = Raw::connect(p.plain);
+        if g.line().starts_with("* OK") {
+            break;
+        }
+        assert!(Instant::now() < end, "never served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A logged-in client with a tiny receive buffer (no autotuning), so a
+/// large response it does not read stalls the proxy mid-literal.
+fn slow_reader(addr: std::net::SocketAddr, user: &str) -> Raw {
+    let s = support::upstreams::connect_with(addr, |socket| {
+        socket.set_recv_buffer_size(16 << 10).unwrap();
+    });
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut c = Raw {
+        r: std::io::BufReader::new(s.try_clone().unwrap()),
+        w: s,
+    };
+    assert!(c.line().starts_with("* OK"));
+    let pw = support::upstreams::password(user);
+    c.send(format!("L LOGIN {user} {pw}\r\ns SELECT INBOX\r\n").as_bytes());
+    assert!(c.until("s").last().unwrap().starts_with("s OK"));
+    c
+}
+
+#[test]
+fn an_exhausted_capture_budget_pauses_imap_and_is_counted() {
+    let p = Proxied::start(Options {
+        limits: mailshare::config::Limits {
+            capture_memory_budget_bytes: 1 << 20,
+            ..Default::default()
+        },
+        ..Options::default()
+    });
+    let mut big = mail(
+        "budget-big@client-a.example",
+        "bob@client-a.example",
+        "alice@acme.example",
+        "big",
+        "",
+    );
+    while big.len() < 16 << 20 {
+        big.extend_from_slice(format!("{:074}\r\n", big.len()).as_bytes());
+    }
+    let small = mail(
+        "budget-small@client-a.example",
+        "bob@client-a.example",
+        "alice@acme.example",
+        "small",
+        "hello",
+    );
+    append_direct(&p.up, "alice", "INBOX", &[big.clone(), small]);
+    let used = || p.metric("mailshare_capture_budget_used_bytes", &[]);
+    let waited = || {
+        p.metric(
+            "mailshare_capture_budget_exhausted_total",
+            &[("protocol", "imap"), ("outcome", "waited")],
+        )
+    };
+    let poll = |what: &str, f: &dyn Fn() -> bool| {
+        let end = Instant::now() + DEADLINE;
+        while !f() {
+            assert!(Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // A fetches the big message and does not read it: the proxy stalls
+    // mid-literal holding the whole budget (a message above the budget
+    // takes all of it).
+    let mut a = slow_reader(p.plain, "alice");
+    a.send(b"f FETCH 1 BODY.PEEK[]\r\n");
+    poll("A holds the budget", &|| used() == f64::from(1 << 20));
+    // B's fetch waits for the budget (backpressure), counted once.
+    let mut b = Raw::login(p.plain, "alice");
+    b.send(b"s SELECT INBOX\r\ng FETCH 2 BODY.PEEK[]\r\n");
+    poll("B's wait is counted", &|| waited() == 1.0);
+    assert_eq!(
+        p.metric(
+            "mailshare_capture_budget_exhausted_total",
+            &[("outcome", "denied")]
+        ),
+        0.0,
+        "waiting, not degrading"
+    );
+    // A reads its message; its capture releases the budget; B goes on.
+    let r = a.until("f");
+    assert!(r.last().unwrap().starts_with("f OK"), "A's fetch completes");
+    assert!(r.concat().len() > 16 << 20);
+    let r = b.until("g");
+    assert!(
+        r.concat().contains("budget-small@client-a.example"),
+        "{r:?}"
+    );
+    assert!(r.last().unwrap().starts_with("g OK"));
+    // Both captured (inbound: at the policy's Subject level), neither
+    // degraded to headers only for want of budget.
+    for id in [
+        "budget-small@client-a.example",
+        "budget-big@client-a.example",
+    ] {
+        assert_eq!(wait_stored(&p, id, Level::Subject).stored, Level::Subject);
+    }
+    assert_eq!(
+        p.metric(
+            "mailshare_imap_capture_degraded_total",
+            &[("reason", "budget")]
+        ),
+        0.0
+    );
+    poll("the budget is released", &|| used() == 0.0);
+    assert_eq!(waited(), 1.0);
 }

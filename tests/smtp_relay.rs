@@ -495,8 +495,8 @@ fn starttls_injection_is_never_answered_and_plaintext_auth_needs_permission() {
         vec![
             ListenerSpec::starttls(),
             ListenerSpec {
-                tls: "starttls",
                 allow_plaintext_auth: true,
+                ..ListenerSpec::starttls()
             },
         ],
     ));
@@ -850,6 +850,139 @@ fn a_failed_capture_still_answers_250_and_spools_for_ingest_to_replay() {
     assert!(mailshare::smtp::spool::list(&spool).unwrap().is_empty());
 }
 
+/// Poll a metric sample (bounded) until it has `value`.
+fn wait_metric(ms: &InProcess, sample: &str, value: f64) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while ms.metric(sample) != value {
+        assert!(
+            Instant::now() < end,
+            "{sample} never reached {value}:\n{}",
+            ms.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_exhausted_capture_budget_never_holds_up_the_relay() {
+    let _d = Deadline::new("smtp_budget", 90);
+    let up = Upstreams::start();
+    let ms = InProcess::start(
+        &Spec::new(up.submission, vec![ListenerSpec::plain()])
+            .limit("capture_memory_budget_bytes = 1048576"),
+    );
+    assert_eq!(ms.metric("mailshare_capture_budget_bytes"), 1048576.0);
+    // Alice's first message, half sent, holds the whole budget (1 MiB is
+    // reserved at once for a message being collected).
+    let mut a = LineClient::connect(ms.addrs[0]);
+    ehlo_auth(&mut a, "alice");
+    a.send(b"MAIL FROM:<alice@acme.example>\r\nRCPT TO:<office@client-a.example>\r\nDATA\r\n");
+    one(&mut a);
+    one(&mut a);
+    assert!(one(&mut a).starts_with("354"));
+    a.send(b"From: alice@acme.example\r\nTo: office@client-a.example\r\nSubject: first\r\nMessage-ID: <budget-a@acme.example>\r\n\r\n");
+    a.send("some body text\r\n".repeat(1000).as_bytes());
+    wait_metric(&ms, "mailshare_capture_budget_used_bytes", 1048576.0);
+
+    // Meanwhile a second message goes through at once, captured from its
+    // headers only, and the denial is counted.
+    let mut b = LineClient::connect(ms.addrs[0]);
+    ehlo_auth(&mut b, "alice");
+    b.send(b"MAIL FROM:<alice@acme.example>\r\nRCPT TO:<office@client-a.example>\r\nDATA\r\n");
+    one(&mut b);
+    one(&mut b);
+    assert!(one(&mut b).starts_with("354"));
+    b.send(
+        message(
+            "budget-b@acme.example",
+            "office@client-a.example",
+            "second",
+            None,
+        )
+        .as_bytes(),
+    );
+    b.send(b".\r\n");
+    assert!(one(&mut b).starts_with("250"));
+    assert_eq!(sink_with(&up, "budget-b@acme.example", 1).len(), 1);
+    assert_eq!(
+        ms.metric("mailshare_capture_budget_exhausted_total{outcome=\"denied\",protocol=\"smtp\"}"),
+        1.0,
+        "{}",
+        ms.metrics()
+    );
+    assert_eq!(
+        ms.metric("mailshare_smtp_capture_headers_only_total{reason=\"budget\"}"),
+        1.0
+    );
+    let r = ms
+        .gateway
+        .store
+        .message(&engine::message_key("budget-b@acme.example"))
+        .unwrap()
+        .expect("captured from its headers");
+    assert!(r.content.is_none() && r.stored <= Level::Subject, "{r:?}");
+
+    // The first message completes, captured whole; the budget comes back.
+    a.send(b".\r\n");
+    assert!(one(&mut a).starts_with("250"));
+    let r = ms
+        .gateway
+        .store
+        .message(&engine::message_key("budget-a@acme.example"))
+        .unwrap()
+        .expect("captured");
+    assert!(r.content.is_some(), "captured with its content: {r:?}");
+    wait_metric(&ms, "mailshare_capture_budget_used_bytes", 0.0);
+}
+
+#[test]
+fn connection_limits_answer_421_and_are_counted() {
+    let _d = Deadline::new("smtp_limits", 60);
+    let up = Upstreams::start();
+    let ms = InProcess::start(
+        &Spec::new(
+            up.submission,
+            vec![ListenerSpec::plain(), ListenerSpec::implicit()],
+        )
+        .limit("max_connections_per_listener = 2")
+        .limit("max_connections_per_ip = 2"),
+    );
+    let refused = |listener: &str, reason: &str| {
+        ms.metric(&format!(
+            "mailshare_connections_refused_total{{listener=\"{listener}\",protocol=\"smtp\",reason=\"{reason}\"}}"
+        ))
+    };
+    let mut a = LineClient::connect(ms.addrs[0]);
+    assert!(one(&mut a).starts_with("220"));
+    let mut b = LineClient::connect(ms.addrs[0]);
+    assert!(one(&mut b).starts_with("220"));
+    // The listener is full: answered, not left in the backlog.
+    let mut c = LineClient::connect(ms.addrs[0]);
+    assert_eq!(
+        c.rest(),
+        "421 4.7.0 Too many connections, try again later\r\n"
+    );
+    assert_eq!(refused("smtp:none", "listener_full"), 1.0);
+    // The address has two sessions: refused on the other listener too,
+    // silently there (implicit TLS: a plaintext 421 would mean nothing).
+    let mut d = LineClient::connect(ms.addrs[1]);
+    assert_eq!(d.rest(), "");
+    assert_eq!(refused("smtp:implicit", "per_ip"), 1.0);
+    assert_eq!(refused("smtp:none", "per_ip"), 0.0);
+    // Slots come back when sessions end.
+    a.send(b"QUIT\r\n");
+    assert!(one(&mut a).starts_with("221"));
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut e = LineClient::connect(ms.addrs[0]);
+        if e.line().starts_with("220") {
+            break;
+        }
+        assert!(Instant::now() < end, "never served again");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn two_hundred_concurrent_sessions() {
     let _d = Deadline::new("concurrency", 180);
@@ -1041,6 +1174,18 @@ fn trace_logs_never_show_credentials() {
     for s in &secrets {
         assert!(!log.contains(s.as_str()), "the log holds {s:?}");
     }
+    // The session span names who logged in (after success only), never how.
+    let sessions: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "session ended")
+        .map(|l| l["spans"][0].clone())
+        .collect();
+    assert_eq!(sessions.len(), 2, "{log}");
+    assert_eq!(sessions[0]["login"], "alice", "{:?}", sessions);
+    assert_eq!(sessions[0]["owner"], "alice@acme.example");
+    assert_eq!(sessions[0]["protocol"], "smtp");
+    assert!(sessions[1].get("login").is_none(), "{:?}", sessions);
 }
 
 #[test]

@@ -447,14 +447,28 @@ pub struct Limits {
     /// message; headers beyond it are ignored for capture (never for relay).
     /// Default 1 MiB; at most `max_capture_bytes`.
     pub max_header_bytes: u64,
-    /// `max_connections_per_listener`: concurrent client connections per
-    /// listener; further connections wait in the accept backlog. Default 1024.
+    /// `max_connections_per_listener`: concurrent client sessions per
+    /// listener; a connection beyond it gets the protocol's busy reply (SMTP
+    /// `421 4.7.0`, IMAP `* BYE [UNAVAILABLE]`; implicit-TLS listeners just
+    /// close) and is counted in `mailshare_connections_refused_total`
+    /// (`reason="listener_full"`). Default 1024.
     pub max_connections_per_listener: u64,
     /// `max_connections_per_ip`: concurrent connections from one client IP
     /// (after PROXY protocol, the real client), across all listeners; at most
-    /// `max_connections_per_listener`. Default 64 (an office behind one NAT
-    /// address runs a few clients per person).
+    /// `max_connections_per_listener`. Beyond it: the busy reply, counted
+    /// with `reason="per_ip"`. Default 64 (an office behind one NAT address
+    /// runs a few clients per person).
     pub max_connections_per_ip: u64,
+    /// `capture_memory_budget_bytes`: bytes of messages held in memory for
+    /// capture at once, across all sessions (a bound on capture memory, not
+    /// on relaying; a message larger than the whole budget takes all of it
+    /// and is captured alone). When it is exhausted an SMTP message is relayed
+    /// without delay and captured from its headers only; an IMAP session
+    /// pauses until budget is free (backpressure), or captures from headers
+    /// only when waiting could deadlock it. Both are counted in
+    /// `mailshare_capture_budget_exhausted_total`; the bytes in use are
+    /// `mailshare_capture_budget_used_bytes`. Default 268435456 (256 MiB).
+    pub capture_memory_budget_bytes: u64,
     /// `prelogin_timeout_secs`: time a client has from connecting to a
     /// successful login. Default 60.
     pub prelogin_timeout_secs: u64,
@@ -523,6 +537,7 @@ impl Default for Limits {
             max_header_bytes: 1024 * 1024,
             max_connections_per_listener: 1024,
             max_connections_per_ip: 64,
+            capture_memory_budget_bytes: 256 * 1024 * 1024,
             prelogin_timeout_secs: 60,
             smtp_idle_timeout_secs: 300,
             imap_idle_timeout_secs: 1860,
@@ -668,6 +683,7 @@ struct RawLimits {
     max_header_bytes: Option<Spanned<u64>>,
     max_connections_per_listener: Option<Spanned<u64>>,
     max_connections_per_ip: Option<Spanned<u64>>,
+    capture_memory_budget_bytes: Option<Spanned<u64>>,
     prelogin_timeout_secs: Option<Spanned<u64>>,
     smtp_idle_timeout_secs: Option<Spanned<u64>>,
     imap_idle_timeout_secs: Option<Spanned<u64>>,
@@ -1003,7 +1019,7 @@ fn check_upstream(
 }
 
 fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
-    let fields: [(&Option<Spanned<u64>>, &str, &mut u64); 17] = [
+    let fields: [(&Option<Spanned<u64>>, &str, &mut u64); 18] = [
         (
             &raw.max_capture_bytes,
             "max_capture_bytes",
@@ -1023,6 +1039,11 @@ fn check_limits(report: &mut Report, raw: &RawLimits, limits: &mut Limits) {
             &raw.max_connections_per_ip,
             "max_connections_per_ip",
             &mut limits.max_connections_per_ip,
+        ),
+        (
+            &raw.capture_memory_budget_bytes,
+            "capture_memory_budget_bytes",
+            &mut limits.capture_memory_budget_bytes,
         ),
         (
             &raw.prelogin_timeout_secs,

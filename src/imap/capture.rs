@@ -726,6 +726,7 @@ impl SessionCapture {
             .capture_degraded
             .with_label_values(&["budget"])
             .inc();
+        self.gateway.budget_denied("imap");
         match self.gateway.try_reserve(head) {
             Some(p) => TeeStart::Ready(self.make(kind, size, head, p)),
             None => TeeStart::Skip,
@@ -735,7 +736,7 @@ impl SessionCapture {
     /// Wait for the budget, then start copying (backpressure).
     pub async fn tee_wait(&self, kind: TeeKind, size: u64) -> Option<Tee> {
         let (keep, _) = self.sizes(kind, size);
-        let permit = self.gateway.reserve(keep).await;
+        let permit = self.gateway.reserve(keep, "imap").await;
         Some(self.make(kind, size, keep, permit))
     }
 

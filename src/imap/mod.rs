@@ -141,6 +141,33 @@ enum Before {
     Closed,
 }
 
+impl Before {
+    /// The session span's `end` field.
+    fn label(&self) -> &'static str {
+        match self {
+            Before::ClientClosed => "client_closed",
+            Before::Timeout => "login_timeout",
+            Before::Shutdown => "shutdown",
+            Before::Injection => "starttls_injection",
+            Before::Tls(_) => "tls_failed",
+            Before::Io(_) => "client_error",
+            Before::Closed => "closed",
+        }
+    }
+}
+
+/// The busy reply to a refused client (none on implicit-TLS listeners: a
+/// plaintext line would mean nothing to a client starting TLS).
+pub fn busy_reply(why: Refusal, implicit_tls: bool) -> Option<&'static [u8]> {
+    if implicit_tls {
+        return None;
+    }
+    Some(match why {
+        Refusal::ListenerFull => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+        Refusal::TooManyFromIp => b"* BYE [UNAVAILABLE] Too many connections from your address\r\n",
+    })
+}
+
 impl Proxy {
     /// Build the proxy for `config` (registers the IMAP metrics in the
     /// gateway's registry, starts the capture workers: call inside a tokio
@@ -207,14 +234,15 @@ impl Proxy {
         ip_limiter: Arc<IpLimiter>,
     ) -> impl Future<Output = ()> + Send + 'static {
         let name: Arc<str> = format!("imap:{}", config.listen).into();
-        let options = ListenerOptions {
-            name: name.clone(),
-            max_connections: self.options.max_connections,
+        let mut options = ListenerOptions::new(
+            "imap",
+            &name,
+            self.options.max_connections,
             ip_limiter,
             drain,
-            proxy_protocol: config.proxy_protocol,
-            proxy_header_timeout: crate::net::listener::PROXY_HEADER_TIMEOUT,
-        };
+            self.gateway.metrics.connections_refused.clone(),
+        );
+        options.proxy_protocol = config.proxy_protocol;
         let proxy = self.clone();
         let implicit = config.tls == TlsMode::Implicit;
         let shutdown = self.shutdown.clone();
@@ -223,21 +251,12 @@ impl Proxy {
             options,
             shutdown,
             move |a: Accepted| proxy.clone().session(a, config.clone(), name.clone()),
-            move |mut s: TcpStream, why: Refusal| async move {
-                if !implicit && why == Refusal::TooManyFromIp {
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(5),
-                        s.write_all(
-                            b"* BYE [UNAVAILABLE] Too many connections from your address\r\n",
-                        ),
-                    )
-                    .await;
-                }
-            },
+            move |why| busy_reply(why, implicit),
         )
     }
 
-    /// One client connection, from accept to close.
+    /// One client connection, from accept to close (inside the listener's
+    /// session span).
     async fn session(self: Arc<Self>, a: Accepted, listener: Listener, name: Arc<str>) {
         let m = &self.metrics;
         m.sessions.with_label_values(&[&name]).inc();
@@ -247,7 +266,8 @@ impl Proxy {
         let logged_in = match self.prelogin(a.stream, &listener, started).await {
             Ok(l) => l,
             Err(why) => {
-                tracing::debug!(listener = %name, peer = %a.peer, why = %why, "IMAP session ended before login");
+                tracing::debug!(why = %why, "IMAP session ended before login");
+                crate::net::listener::record_end(why.label());
                 return;
             }
         };
@@ -264,7 +284,8 @@ impl Proxy {
                 .filter(|u| u.status == UserStatus::Active)
                 .map(|u| u.address.clone())
         };
-        tracing::info!(listener = %name, peer = %a.peer, user = %login, captured = owner.is_some(), "IMAP login");
+        crate::net::listener::record_login(&login, owner.as_deref());
+        tracing::info!(captured = owner.is_some(), "IMAP login");
         let capture = owner.map(|o| {
             Arc::new(SessionCapture::new(
                 o,
@@ -293,19 +314,20 @@ impl Proxy {
             self.shutdown.clone(),
         )
         .await;
+        crate::net::listener::record_end(end.label());
         match &end {
             RelayEnd::ClientError(e) | RelayEnd::UpstreamError(e) => {
-                tracing::debug!(listener = %name, user = %login, error = %e, "IMAP session ended")
+                tracing::debug!(error = %e, "IMAP session ended")
             }
             RelayEnd::UpstreamProtocol(why) => {
                 self.metrics
                     .upstream_errors
                     .with_label_values(&["protocol"])
                     .inc();
-                tracing::warn!(listener = %name, user = %login, why, "IMAP session ended: upstream protocol error")
+                tracing::warn!(why, "IMAP session ended: upstream protocol error")
             }
             other => {
-                tracing::debug!(listener = %name, user = %login, end = ?other, "IMAP session ended")
+                tracing::debug!(end = ?other, "IMAP session ended")
             }
         }
     }
@@ -396,7 +418,7 @@ impl Proxy {
                         }
                         Ok(Ok((_, AuthReply { ok: false, reply }))) => {
                             self.metrics.logins.with_label_values(&["rejected"]).inc();
-                            tracing::info!(user = %credentials.login, "IMAP login rejected by the upstream");
+                            tracing::info!(login = %credentials.login.escape_default(), "IMAP login rejected by the upstream");
                             write(&mut client, &reply, deadline).await?;
                             p.login_failed();
                         }

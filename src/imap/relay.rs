@@ -97,6 +97,20 @@ pub enum RelayEnd {
     UpstreamProtocol(&'static str),
 }
 
+impl RelayEnd {
+    /// The session span's `end` field.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RelayEnd::ClientClosed => "client_closed",
+            RelayEnd::UpstreamClosed => "upstream_closed",
+            RelayEnd::Bye(why) => why,
+            RelayEnd::ClientError(_) => "client_error",
+            RelayEnd::UpstreamError(_) => "upstream_error",
+            RelayEnd::UpstreamProtocol(_) => "upstream_protocol",
+        }
+    }
+}
+
 /// State both pumps see.
 struct Shared {
     inner: Mutex<Inner>,
@@ -258,24 +272,7 @@ async fn write_both<W: AsyncWrite + Unpin>(
     w.write_all(b).await
 }
 
-/// Bytes and time a closing connection may still be drained for.
-const LINGER_BYTES: usize = 256 * 1024;
-const LINGER_TIME: Duration = Duration::from_secs(1);
-
-/// Read and discard what the peer still sends, briefly (a lingering close).
-pub async fn linger<R: AsyncRead + Unpin>(r: &mut R) {
-    let _ = tokio::time::timeout(LINGER_TIME, async {
-        let mut buf = [0u8; 4096];
-        let mut total = 0;
-        while total < LINGER_BYTES {
-            match r.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => total += n,
-            }
-        }
-    })
-    .await;
-}
+pub use crate::net::stream::linger;
 
 /// A read buffer that grows under load and shrinks when quiet.
 struct ReadBuf {

@@ -17,6 +17,10 @@ pub const V2_MAX_PAYLOAD: usize = 2048;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ProxyError {
+    /// Closed without sending a byte: a balancer's TCP health check (or a
+    /// port scan), not a broken header.
+    #[error("connection closed before sending anything")]
+    Empty,
     #[error("connection closed before a complete PROXY header")]
     Closed,
     #[error("no PROXY protocol header (the listener requires one)")]
@@ -44,7 +48,10 @@ pub async fn read_header<R: AsyncRead + Unpin>(
     r: &mut R,
 ) -> Result<Option<SocketAddr>, ProxyError> {
     let mut buf = vec![0u8; 5];
-    r.read_exact(&mut buf).await.map_err(io)?;
+    if r.read(&mut buf[..1]).await.map_err(io)? == 0 {
+        return Err(ProxyError::Empty);
+    }
+    r.read_exact(&mut buf[1..]).await.map_err(io)?;
     if buf == b"PROXY" {
         // v1: one line, read byte by byte so nothing after CRLF is consumed.
         loop {
@@ -147,6 +154,8 @@ mod tests {
     #[tokio::test]
     async fn garbage_missing_and_oversized_headers_are_refused() {
         assert_eq!(parse(b"EHLO client\r\n").await.0, Err(ProxyError::Missing));
+        assert_eq!(parse(b"").await.0, Err(ProxyError::Empty));
+        assert_eq!(parse(b"P").await.0, Err(ProxyError::Closed));
         assert_eq!(
             parse(b"PROXY TCP4 1.2.3.4").await.0,
             Err(ProxyError::Closed)

@@ -5,7 +5,8 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// A plain or TLS stream over TCP (client side: the proxy's TLS server;
@@ -77,4 +78,25 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
             MaybeTls::Tls(s) => s.is_write_vectored(),
         }
     }
+}
+
+/// Bytes and time a closing connection may still be drained for.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(1);
+
+/// Read and discard what the peer still sends, briefly (a lingering close:
+/// closing with unread bytes would send a reset that can destroy the last
+/// reply before the client reads it).
+pub async fn linger<R: AsyncRead + Unpin>(r: &mut R) {
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        while total < LINGER_BYTES {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
 }

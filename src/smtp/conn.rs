@@ -30,7 +30,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, Instant};
-use tracing::Instrument;
 
 /// Client reads: large enough that a message streams in few steps.
 const CLIENT_READ: usize = 64 * 1024;
@@ -387,17 +386,10 @@ pub async fn run(
         .with_label_values(&[&listener.name])
         .inc();
     open.inc();
-    let started = Instant::now();
-    let span = tracing::debug_span!("smtp", listener = %listener.name, peer = %accepted.peer);
-    let outcome = drive(relay.clone(), listener, accepted.stream, shutdown)
-        .instrument(span)
-        .await;
+    // The listener runs this inside the session's span (listener, client…).
+    let outcome = drive(relay.clone(), listener, accepted.stream, shutdown).await;
     open.dec();
-    tracing::debug!(
-        seconds = started.elapsed().as_secs_f64(),
-        outcome,
-        "smtp session ended"
-    );
+    crate::net::listener::record_end(outcome);
 }
 
 /// The session loop, generic over the client stream.
@@ -668,6 +660,10 @@ impl Relay {
                 tracing::debug!(result, "upstream answered AUTH");
                 m.auth.with_label_values(&[result]).inc();
             }
+            Event::LoggedIn { login, owner } => {
+                crate::net::listener::record_login(login, owner.as_deref());
+                tracing::info!(captured = owner.is_some(), "SMTP login");
+            }
             Event::UpstreamReply { command, class } => {
                 if let Some(t) = sent_at.pop_front() {
                     m.upstream_reply_seconds
@@ -686,6 +682,9 @@ impl Relay {
             Event::ShareHeaderRemoved => m.share_headers_removed.inc(),
             Event::HeadersOnly { reason } => {
                 m.headers_only.with_label_values(&[reason]).inc();
+                if *reason == "budget" {
+                    self.gateway.budget_denied("smtp");
+                }
             }
             Event::DiscardedAfterStartTls { bytes } => {
                 tracing::info!(bytes, "discarded bytes pipelined after STARTTLS");

@@ -33,8 +33,7 @@ use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec
 use rustls::pki_types::ServerName;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Why the relay cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -229,13 +228,16 @@ impl Relay {
     }
 }
 
-/// The busy reply to a client over its IP's connection limit.
-async fn refuse(mut stream: TcpStream, _why: Refusal) {
-    let _ = tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        stream.write_all(b"421 4.7.0 Too many connections from your address\r\n"),
-    )
-    .await;
+/// The busy reply to a refused client (none on implicit-TLS listeners: a
+/// plaintext line would mean nothing to a client starting TLS).
+pub fn busy_reply(why: Refusal, implicit_tls: bool) -> Option<&'static [u8]> {
+    if implicit_tls {
+        return None;
+    }
+    Some(match why {
+        Refusal::ListenerFull => b"421 4.7.0 Too many connections, try again later\r\n",
+        Refusal::TooManyFromIp => b"421 4.7.0 Too many connections from your address\r\n",
+    })
 }
 
 /// Accept SMTP clients on `tcp` until shutdown; each session runs in its own
@@ -247,6 +249,7 @@ pub async fn serve(
     options: ListenerOptions,
     shutdown: Shutdown,
 ) {
+    let implicit_tls = config.tls == TlsMode::Implicit;
     let ctx = Arc::new(conn::ListenerContext {
         name: options.name.clone(),
         config,
@@ -264,7 +267,7 @@ pub async fn serve(
                 sessions_shutdown.clone(),
             )
         },
-        refuse,
+        move |why| busy_reply(why, implicit_tls),
     )
     .await;
 }

@@ -126,6 +126,12 @@ pub enum Event {
     Rejected(&'static str),
     /// Upstream answered an AUTH exchange.
     Auth { ok: bool },
+    /// Upstream accepted the login `login` (never a password), which maps to
+    /// the policy user `owner` (`None`: relayed, not captured).
+    LoggedIn {
+        login: String,
+        owner: Option<String>,
+    },
     /// An upstream reply to a command (verb) of a class (`2xx`…).
     UpstreamReply {
         command: &'static str,
@@ -1476,8 +1482,14 @@ impl Session {
                             _ => None,
                         };
                         let owner = login.as_deref().and_then(|l| self.hooks.owner_for_login(l));
-                        self.auth = AuthState::Done { owner };
                         self.events.push(Event::Auth { ok: true });
+                        if let Some(login) = login {
+                            self.events.push(Event::LoggedIn {
+                                login,
+                                owner: owner.clone(),
+                            });
+                        }
+                        self.auth = AuthState::Done { owner };
                         self.phase = Phase::Command;
                     }
                     _ => {

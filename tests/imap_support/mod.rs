@@ -126,7 +126,6 @@ impl Proxied {
             policy_path,
             Arc::new(config),
             Arc::new(Metrics::new()),
-            mailshare::gateway::DEFAULT_CAPTURE_BUDGET_BYTES,
         ));
         let tls = Arc::new(
             ServerTls::load(

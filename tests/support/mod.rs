@@ -227,7 +227,6 @@ impl Server {
             dir.path().join("policy.toml"),
             Arc::new(config),
             Arc::new(Metrics::new()),
-            1 << 20,
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

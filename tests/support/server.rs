@@ -7,7 +7,7 @@
 
 #![allow(dead_code)]
 
-use mailshare::gateway::{Gateway, DEFAULT_CAPTURE_BUDGET_BYTES};
+use mailshare::gateway::Gateway;
 use mailshare::metrics::Metrics;
 use mailshare::net::listener::{IpLimiter, ListenerOptions};
 use mailshare::net::tls::ServerTls;
@@ -28,12 +28,14 @@ pub fn cert() -> PathBuf {
     repo().join("config/tls/cert.pem")
 }
 
-/// One `[[smtp.listeners]]`.
+/// One `[[smtp.listeners]]` or `[[imap.listeners]]`.
 #[derive(Clone, Debug)]
 pub struct ListenerSpec {
     /// `starttls`, `implicit` or `none`.
     pub tls: &'static str,
     pub allow_plaintext_auth: bool,
+    /// Expect a PROXY v1/v2 header from a load balancer.
+    pub proxy_protocol: bool,
 }
 
 impl ListenerSpec {
@@ -41,12 +43,14 @@ impl ListenerSpec {
         ListenerSpec {
             tls: "starttls",
             allow_plaintext_auth: false,
+            proxy_protocol: false,
         }
     }
     pub fn implicit() -> Self {
         ListenerSpec {
             tls: "implicit",
             allow_plaintext_auth: false,
+            proxy_protocol: false,
         }
     }
     /// Plaintext with AUTH allowed (loopback tests of the protocol itself).
@@ -54,7 +58,13 @@ impl ListenerSpec {
         ListenerSpec {
             tls: "none",
             allow_plaintext_auth: true,
+            proxy_protocol: false,
         }
+    }
+    /// The same behind a PROXY-protocol load balancer.
+    pub fn proxied(mut self) -> Self {
+        self.proxy_protocol = true;
+        self
     }
 }
 
@@ -66,14 +76,17 @@ pub struct Spec {
     pub upstream_tls: &'static str,
     pub upstream_timeout_secs: u64,
     pub listeners: Vec<ListenerSpec>,
-    /// Extra `[limits]` lines, e.g. `smtp_bare_lf = "normalize"`.
-    pub limits: Vec<String>,
-    pub log_level: &'static str,
     /// `[imap]` in front of this upstream (plaintext) with these listeners
     /// (`ListenerSpec::tls` is the listener's mode). Binary only.
     pub imap: Option<(SocketAddr, Vec<ListenerSpec>)>,
-    /// `[admin]` on a free port, accepting this admin token. Binary only.
+    /// `[admin]` on a free port (`/metrics`). Binary only.
+    pub admin: bool,
+    /// `[admin]` on a free port, accepting this admin token (implies
+    /// `admin`). Binary only.
     pub admin_token: Option<&'static str>,
+    /// Extra `[limits]` lines, e.g. `smtp_bare_lf = "normalize"`.
+    pub limits: Vec<String>,
+    pub log_level: &'static str,
     /// Policy text written as `policy.toml` next to the config (rewrite it
     /// and SIGHUP to reload); default: the repository's demo policy.
     pub policy: Option<String>,
@@ -88,10 +101,11 @@ impl Spec {
             upstream_tls: "none",
             upstream_timeout_secs: 30,
             listeners,
+            imap: None,
+            admin: false,
+            admin_token: None,
             limits: Vec::new(),
             log_level: "debug",
-            imap: None,
-            admin_token: None,
             policy: None,
             tls_files: None,
         }
@@ -123,15 +137,15 @@ impl Ports {
                 .imap
                 .as_ref()
                 .map_or_else(Vec::new, |(_, ls)| ls.iter().map(|_| free()).collect()),
-            admin: spec.admin_token.map(|_| free()),
+            admin: (spec.admin || spec.admin_token.is_some()).then(free),
         }
     }
 }
 
 fn listener_lines(section: &str, port: u16, l: &ListenerSpec) -> String {
     format!(
-        "\n[[{section}.listeners]]\nlisten = \"127.0.0.1:{port}\"\ntls = \"{}\"\nallow_plaintext_auth = {}\n",
-        l.tls, l.allow_plaintext_auth
+        "\n[[{section}.listeners]]\nlisten = \"127.0.0.1:{port}\"\ntls = \"{}\"\nallow_plaintext_auth = {}\nproxy_protocol = {}\n",
+        l.tls, l.allow_plaintext_auth, l.proxy_protocol
     )
 }
 
@@ -182,19 +196,33 @@ timeout_secs = {timeout}
     }
     if let Some((up, listeners)) = &spec.imap {
         t.push_str(&format!(
-            "\n[imap.upstream]\naddress = \"{up}\"\ntls = \"none\"\nconnect_timeout_secs = 5\n"
+            "\n[imap.upstream]\naddress = \"{up}\"\ntls = \"none\"\nconnect_timeout_secs = 5\ntimeout_secs = 30\n"
         ));
         for (l, port) in listeners.iter().zip(&ports.imap) {
             t.push_str(&listener_lines("imap", *port, l));
         }
     }
-    if let (Some(token), Some(port)) = (spec.admin_token, ports.admin) {
-        t.push_str(&format!(
-            "\n[admin]\nlisten = \"127.0.0.1:{port}\"\nadmin_tokens_sha256 = [\"{}\"]\n",
-            super::sha256_hex(token)
-        ));
+    if let Some(port) = ports.admin {
+        t.push_str(&format!("\n[admin]\nlisten = \"127.0.0.1:{port}\"\n"));
+        if let Some(token) = spec.admin_token {
+            t.push_str(&format!(
+                "admin_tokens_sha256 = [\"{}\"]\n",
+                super::sha256_hex(token)
+            ));
+        }
     }
-    t.push_str("\n[limits]\nmax_connections_per_ip = 512\nmax_connections_per_listener = 1024\n");
+    t.push_str("\n[limits]\n");
+    // Generous connection limits unless the spec sets its own.
+    for default in [
+        "max_connections_per_ip = 512",
+        "max_connections_per_listener = 1024",
+    ] {
+        let key = default.split(' ').next().unwrap();
+        if !spec.limits.iter().any(|l| l.split(' ').next() == Some(key)) {
+            t.push_str(default);
+            t.push('\n');
+        }
+    }
     for line in &spec.limits {
         t.push_str(line);
         t.push('\n');
@@ -225,11 +253,11 @@ impl InProcess {
             .tempdir()
             .unwrap();
         assert!(
-            spec.imap.is_none() && spec.admin_token.is_none(),
-            "InProcess runs only the SMTP relay; use Binary"
+            spec.imap.is_none() && !spec.admin && spec.admin_token.is_none(),
+            "InProcess runs the SMTP relay only; use Binary"
         );
         let ports = Ports {
-            smtp: vec![0; spec.listeners.len()],
+            smtp: vec![0u16; spec.listeners.len()],
             ..Ports::default()
         };
         let config_path = write_config(dir.path(), spec, &ports);
@@ -253,7 +281,6 @@ impl InProcess {
             loaded.policy_path,
             config.clone(),
             Arc::new(Metrics::new()),
-            DEFAULT_CAPTURE_BUDGET_BYTES,
         ));
         let (trigger, shutdown) = mailshare::shutdown::channel();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -268,19 +295,21 @@ impl InProcess {
                 let smtp = config.smtp.as_ref().expect("[smtp] configured");
                 let relay = mailshare::smtp::Relay::new(gw.clone(), tls, smtp).unwrap();
                 let drain = Drain::new();
-                let ip = IpLimiter::new(512);
+                let limits = config.limits;
+                let ip = IpLimiter::new(limits.max_connections_per_ip as usize);
                 let mut addrs = Vec::new();
                 for l in &smtp.listeners {
                     let tcp = tokio::net::TcpListener::bind(l.listen).await.unwrap();
                     addrs.push(tcp.local_addr().unwrap());
-                    let options = ListenerOptions {
-                        name: format!("smtp:{}", l.tls).into(),
-                        max_connections: 1024,
-                        ip_limiter: ip.clone(),
-                        drain: drain.clone(),
-                        proxy_protocol: l.proxy_protocol,
-                        proxy_header_timeout: std::time::Duration::from_secs(5),
-                    };
+                    let mut options = ListenerOptions::new(
+                        "smtp",
+                        &format!("smtp:{}", l.tls),
+                        limits.max_connections_per_listener as usize,
+                        ip.clone(),
+                        drain.clone(),
+                        gw.metrics.connections_refused.clone(),
+                    );
+                    options.proxy_protocol = l.proxy_protocol;
                     tokio::spawn(mailshare::smtp::serve(
                         relay.clone(),
                         tcp,

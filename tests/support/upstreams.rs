@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -463,6 +463,31 @@ impl Drop for Upstreams {
     }
 }
 
+/// A blocking stream to `addr` from a socket `setup` configures first
+/// (source address, buffer sizes: what std cannot set before connecting).
+pub fn connect_with(addr: SocketAddr, setup: impl FnOnce(&tokio::net::TcpSocket)) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .expect("socket");
+        setup(&socket);
+        let s = tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+            .await
+            .expect("connect within 5 s")
+            .expect("connect");
+        s.into_std().unwrap()
+    });
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
 /// A minimal line-oriented client for tests (SMTP or IMAP, plaintext).
 pub struct LineClient {
     reader: BufReader<TcpStream>,
@@ -471,12 +496,40 @@ pub struct LineClient {
 
 impl LineClient {
     pub fn connect(addr: SocketAddr) -> LineClient {
-        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+        LineClient::from_stream(
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect"),
+        )
+    }
+
+    /// Connect from the local address `source` (any of 127.0.0.0/8 works
+    /// on Linux: the whole block is routed to lo), so a server can tell
+    /// this client from others on 127.0.0.1.
+    pub fn connect_from(source: IpAddr, addr: SocketAddr) -> LineClient {
+        LineClient::from_stream(connect_with(addr, |socket| {
+            socket
+                .bind(SocketAddr::new(source, 0))
+                .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+        }))
+    }
+
+    pub fn from_stream(s: TcpStream) -> LineClient {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         LineClient {
             reader: BufReader::new(s.try_clone().unwrap()),
             writer: s,
         }
+    }
+
+    /// This end's address (the client's source address and port).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.writer.local_addr().unwrap()
+    }
+
+    /// Everything until the server closes (at most 20 s of waiting).
+    pub fn rest(&mut self) -> String {
+        let mut v = Vec::new();
+        let _ = self.reader.read_to_end(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
     }
 
     /// Read one line (with its CRLF); "" at end of stream.
