@@ -235,11 +235,13 @@ tls = "none"
 allow_plaintext_auth = true
 [limits]
 max_connections_per_ip = 1024
+group_commit_max_delay_ms = {delay}
 [log]
 level = "warn"
 format = "json"
 "#,
-        policy.display()
+        policy.display(),
+        delay = std::env::var("BENCH_GROUP_COMMIT_DELAY_MS").unwrap_or_else(|_| "0".into()),
     );
     let path = dir.join("mailshare.toml");
     std::fs::write(&path, config).unwrap();

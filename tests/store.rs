@@ -734,19 +734,7 @@ fn a_version_1_store_gains_the_recent_index_when_opened() {
     }
     {
         // Make it look like version 1: no `n:` entries, schema "1".
-        // sled releases its file lock from background threads that may
-        // outlive the dropped store by a moment: wait for it, bounded.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let db = loop {
-            match sled::open(dir.path().join("db")) {
-                Ok(db) => break db,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    assert!(e.to_string().contains("could not acquire lock"), "{e}");
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("sled lock still held after 10 s: {e}"),
-            }
-        };
+        let db = raw_db(dir.path());
         let keys: Vec<_> = db.scan_prefix("n:").keys().map(Result::unwrap).collect();
         assert_eq!(keys.len(), 1);
         for k in keys {
@@ -758,6 +746,57 @@ fn a_version_1_store_gains_the_recent_index_when_opened() {
     let store = open(dir.path());
     assert_eq!(store.recent(None, 10).unwrap().0.len(), 1);
     assert_consistent(&store);
+}
+
+/// The store's sled database opened directly (the store must be closed).
+/// sled releases its file lock from background threads that may outlive a
+/// dropped store by a moment: wait for it, bounded.
+fn raw_db(store_dir: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(store_dir.join("db")) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("sled lock still held after 10 s: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_version_2_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = policy();
+    let m = Mail::new(
+        "v2@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "x",
+    );
+    {
+        let store = open(dir.path());
+        store
+            .capture(&p, m.input(&m.content(), copy(ALICE, OUT, Level::Full)))
+            .unwrap();
+    }
+    {
+        let db = raw_db(dir.path());
+        db.insert("meta:schema", "2").unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let store = open(dir.path());
+        assert!(store.message(&m.id()).unwrap().is_some());
+        assert_consistent(&store);
+    }
+    let db = raw_db(dir.path());
+    let version = db.get("meta:schema").unwrap().unwrap();
+    assert_eq!(
+        &version[..],
+        mailshare::store::SCHEMA_VERSION.to_string().as_bytes()
+    );
 }
 
 fn request(id: &str, message: &str, requester: &str, created: i64) -> AccessRequest {

@@ -10,6 +10,17 @@
 //! on its own, so under load one fsync serves many writers without any delay
 //! being configured.
 //!
+//! Two waits make batches larger without making anyone wait longer than
+//! needed (a flush costs the same CPU whatever it covers):
+//! - **followers**: a writer that [`enter`](GroupCommit::enter)ed (it is
+//!   applying its batch under the store's write lock, a matter of
+//!   microseconds) is waited for, up to [`FOLLOWER_WAIT`], so it shares this
+//!   flush instead of needing the next one;
+//! - **background**: while nobody [`wait`](GroupCommit::wait)s (only
+//!   `Durability::Background` captures are pending), the flusher lingers up
+//!   to [`BACKGROUND_LINGER`]: a burst of IMAP captures costs a few flushes,
+//!   not one each. A waiter arriving ends the linger at once.
+//!
 //! A failed flush fails every ticket of its batch: each waiter of that batch
 //! gets the error (the next flush retries whatever is still dirty, so later
 //! batches may succeed). If the flusher thread dies, waiters get
@@ -19,10 +30,14 @@ use super::StoreError;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many failed batches are remembered for waiters that wake late.
 const MAX_FAILURES: usize = 1024;
+/// Longest wait for writers applying their batch to join a flush.
+const FOLLOWER_WAIT: Duration = Duration::from_millis(1);
+/// Longest a flush is put off while nobody waits for it.
+const BACKGROUND_LINGER: Duration = Duration::from_millis(50);
 
 #[derive(Debug)]
 struct Failure {
@@ -43,6 +58,10 @@ struct State {
     shutdown: bool,
     /// The flusher thread has exited.
     dead: bool,
+    /// Writers between [`GroupCommit::enter`] and the end of their guard.
+    in_progress: usize,
+    /// Threads blocked in [`GroupCommit::wait`].
+    waiters: usize,
 }
 
 /// The shared state between writers and the flusher thread.
@@ -57,6 +76,14 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A writer is about to apply a batch and take a ticket: the next flush
+    /// waits (briefly) for it. The returned guard ends that; drop it after
+    /// [`issue`](Self::issue), or on an error path.
+    pub(crate) fn enter(&self) -> Entered<'_> {
+        self.lock().in_progress += 1;
+        Entered(self)
     }
 
     /// Take a ticket for writes already applied; wakes the flusher.
@@ -74,11 +101,17 @@ impl GroupCommit {
     /// when the flusher is gone.
     pub(crate) fn wait(&self, ticket: u64) -> Result<(), StoreError> {
         let mut st = self.lock();
-        while st.done < ticket {
-            if st.dead {
+        if st.done < ticket {
+            // A lingering flusher flushes now that somebody waits.
+            st.waiters += 1;
+            self.work.notify_one();
+            while st.done < ticket && !st.dead {
+                st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+            }
+            st.waiters -= 1;
+            if st.done < ticket {
                 return Err(StoreError::Closed);
             }
-            st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
         if let Some(f) = st
             .failures
@@ -115,12 +148,44 @@ impl GroupCommit {
         self.work.notify_all();
     }
 
+    /// Wait on `work` while `cond` holds, until `until` or shutdown.
+    fn linger<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        until: Instant,
+        cond: impl Fn(&State) -> bool,
+    ) -> MutexGuard<'a, State> {
+        while cond(&st) && !st.shutdown {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .work
+                .wait_timeout(st, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        st
+    }
+
     /// The flusher loop; returns after [`shutdown`](Self::shutdown) once
     /// nothing is pending. `flush(covered)` must make every write of tickets
     /// `<= covered` durable.
     pub(crate) fn run_flusher(
         &self,
         max_batch_delay: Duration,
+        flush: impl FnMut(u64) -> Result<(), String>,
+    ) {
+        self.run_flusher_with(max_batch_delay, FOLLOWER_WAIT, BACKGROUND_LINGER, flush);
+    }
+
+    /// [`run_flusher`](Self::run_flusher) with its two waits given.
+    fn run_flusher_with(
+        &self,
+        max_batch_delay: Duration,
+        follower_wait: Duration,
+        background_linger: Duration,
         mut flush: impl FnMut(u64) -> Result<(), String>,
     ) {
         struct DeadOnDrop<'a>(&'a GroupCommit);
@@ -141,6 +206,10 @@ impl GroupCommit {
                 if st.issued == st.done {
                     return;
                 }
+                let ready = Instant::now();
+                st = self.linger(st, ready + background_linger, |st| st.waiters == 0);
+                st = self.linger(st, Instant::now() + follower_wait, |st| st.in_progress > 0);
+                drop(st);
             }
             if !max_batch_delay.is_zero() {
                 std::thread::sleep(max_batch_delay);
@@ -167,6 +236,17 @@ impl GroupCommit {
             }
             self.done.notify_all();
         }
+    }
+}
+
+/// A writer between [`GroupCommit::enter`] and its ticket.
+pub(crate) struct Entered<'a>(&'a GroupCommit);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.in_progress -= 1;
+        self.0.work.notify_one();
     }
 }
 
@@ -202,5 +282,73 @@ mod tests {
         // No flusher any more: a new ticket cannot be waited for forever.
         let t4 = gc.issue();
         assert!(matches!(gc.wait(t4), Err(StoreError::Closed)));
+    }
+
+    /// A flusher with long waits (so the test does not depend on timing),
+    /// recording what each flush covered.
+    fn flusher(gc: &Arc<GroupCommit>) -> (std::thread::JoinHandle<()>, Arc<Mutex<Vec<u64>>>) {
+        let covered = Arc::new(Mutex::new(Vec::new()));
+        let (g, c) = (gc.clone(), covered.clone());
+        let h = std::thread::spawn(move || {
+            let long = Duration::from_secs(30);
+            g.run_flusher_with(Duration::ZERO, long, long, |upto| {
+                c.lock().unwrap().push(upto);
+                Ok(())
+            });
+        });
+        (h, covered)
+    }
+
+    #[test]
+    fn background_tickets_wait_for_a_waiter_and_share_its_flush() {
+        let gc = Arc::new(GroupCommit::default());
+        let (h, covered) = flusher(&gc);
+        gc.issue();
+        gc.issue();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            covered.lock().unwrap().is_empty(),
+            "nobody waits: no flush yet"
+        );
+        let t3 = gc.issue();
+        let started = Instant::now();
+        gc.wait(t3).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a waiter ends the linger"
+        );
+        assert_eq!(*covered.lock().unwrap(), vec![3], "one flush for all three");
+        gc.shutdown();
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn a_flush_waits_for_writers_applying_their_batch() {
+        let gc = Arc::new(GroupCommit::default());
+        let (h, covered) = flusher(&gc);
+        let follower = gc.enter();
+        let t1 = gc.issue();
+        let g = gc.clone();
+        let waiter = std::thread::spawn(move || g.wait(t1));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            covered.lock().unwrap().is_empty(),
+            "a writer is still applying"
+        );
+        let t2 = gc.issue();
+        drop(follower);
+        gc.wait(t2).unwrap();
+        waiter.join().unwrap().unwrap();
+        assert_eq!(*covered.lock().unwrap(), vec![2], "one flush for both");
+        gc.shutdown();
+        h.join().unwrap();
+        // Shutdown flushes at once, whatever is pending or in progress.
+        let gc = Arc::new(GroupCommit::default());
+        let (h, covered) = flusher(&gc);
+        let _busy = gc.enter();
+        gc.issue();
+        gc.shutdown();
+        h.join().unwrap();
+        assert_eq!(*covered.lock().unwrap(), vec![1]);
     }
 }

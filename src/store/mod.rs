@@ -20,11 +20,13 @@
 //! | `mod.rs` | the trait, its types and errors |
 //! | `sled.rs` | [`SledStore`]: the embedded backend, lock file, schema, indexes, refcounts |
 //! | `commit.rs` | group commit: tickets, the flusher thread, shared flush errors |
+//! | `journal.rs` | atomic multi-key changes (journal entries replayed after a crash) |
 //! | `blobs.rs` | content-addressed blob files |
 //! | `keys.rs` | key encoding (big-endian dates for ordered timelines), schema version |
 
 mod blobs;
 mod commit;
+mod journal;
 mod keys;
 mod sled;
 

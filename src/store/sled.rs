@@ -11,15 +11,17 @@
 //!
 //! Ownership and concurrency: one `Mutex` (the write lock) serialises every
 //! mutation: read the old record, plan contacts, merge, compute index and
-//! refcount changes, apply them as one `sled::Batch` (atomic, also across a
-//! crash), take a group-commit ticket. The caller then waits for the flush
-//! outside the lock. Reads take no lock (a batch is applied atomically, so
-//! they never see half a capture). Blob files are written before the lock is
+//! refcount changes, write them through the journal (`journal.rs`: atomic
+//! across a crash, without the two forced log writes a `sled::Batch` costs),
+//! take a group-commit ticket. The caller then waits for the flush outside
+//! the lock. Reads take no lock: a reader may see a change half applied, so
+//! its operations are ordered for them (a record is in place before the
+//! index entries that point to it). Blob files are written before the lock is
 //! taken whenever the owner's level is `full`, so multi-megabyte writes do not
 //! serialise captures.
 //!
 //! Durability: a blob file is fsynced, renamed and its directory fsynced
-//! before the batch that references it is applied. A blob whose refcount
+//! before the change that references it is written. A blob whose refcount
 //! falls to zero is deleted by the flusher only after a flush made that drop
 //! durable, and only if nothing referenced it again in the meantime (checked
 //! under the write lock, which is also where a `0 → 1` reference re-checks the
@@ -29,6 +31,7 @@
 
 use super::blobs::{self, content_refs, is_sha256_hex, BlobDir, BlobFile};
 use super::commit::GroupCommit;
+use super::journal::{self, Ops};
 use super::keys::{self, check_id};
 use super::{
     AccessRequest, BackupReport, BlobReader, CaptureInput, CaptureOutcome, Cursor, Durability,
@@ -41,9 +44,9 @@ use crate::engine::{
     self, ContactState, Content, Directory, Grant, Level, NewContact, OwnerCopy, Policy, Record,
     StoredContent,
 };
-use ::sled::{Batch, Db, IVec};
+use ::sled::{Db, IVec};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::ops::Bound;
@@ -103,6 +106,11 @@ struct WriteState {
     /// referenced), with the ticket of the write that released them: deleted
     /// once a flush covers that ticket, if still unreferenced then.
     pending_deletes: HashMap<String, u64>,
+    /// Journal entries written, `(ticket, sequence)` in order: removed once
+    /// a flush covers their ticket.
+    journal: VecDeque<(u64, u64)>,
+    /// The sequence of the next journal entry.
+    next_journal: u64,
 }
 
 /// Counters kept in `meta:` keys, updated in the same batch as the change.
@@ -137,10 +145,17 @@ impl Counters {
         })
     }
 
-    fn stage(&self, batch: &mut Batch) {
-        let v = [self.messages, self.contacts, self.blobs, self.blob_bytes];
-        for (value, key) in v.into_iter().zip(Self::KEYS) {
-            batch.insert(key, &keys::encode_u64(value)[..]);
+    fn values(&self) -> [u64; 4] {
+        [self.messages, self.contacts, self.blobs, self.blob_bytes]
+    }
+
+    /// Stage the counters that differ from `before` (as loaded).
+    fn stage(&self, before: &Counters, batch: &mut Ops) {
+        let was = before.values();
+        for ((value, key), old) in self.values().into_iter().zip(Self::KEYS).zip(was) {
+            if value != old {
+                batch.insert(key, &keys::encode_u64(value)[..]);
+            }
         }
     }
 }
@@ -194,6 +209,10 @@ impl SledStore {
 
         let db = open_db(&path.join("db"), options.cache_capacity_bytes)?;
         check_schema(path, &db)?;
+        let replayed = journal::replay(&db)?;
+        if replayed > 0 {
+            tracing::info!(entries = replayed, "completed the writes a crash cut short");
+        }
         let blobs_dir = path.join("blobs");
         let blobs = BlobDir::open(blobs_dir.clone()).map_err(io_err("creating", &blobs_dir))?;
 
@@ -307,7 +326,7 @@ impl Inner {
             .flush_every_ms(None)
             .open()?;
         let mut report = BackupReport::default();
-        let mut batch = Batch::default();
+        let mut batch = ::sled::Batch::default();
         let mut pending = 0usize;
         for kv in self.db.iter() {
             let (k, v) = kv?;
@@ -387,6 +406,13 @@ fn check_schema(path: &Path, db: &Db) -> Result<(), StoreError> {
     match db.get(keys::SCHEMA)? {
         Some(v) if v.as_ref() == supported.to_string().as_bytes() => Ok(()),
         Some(v) if v.as_ref() == b"1" => migrate_v1(db),
+        // Version 3 only adds the journal, which a version 2 store has none of.
+        Some(v) if v.as_ref() == b"2" => {
+            db.insert(keys::SCHEMA, supported.to_string().as_bytes())?;
+            db.flush()?;
+            tracing::info!("store upgraded from schema 2 to 3");
+            Ok(())
+        }
         Some(v) => Err(StoreError::Schema {
             path: path.to_path_buf(),
             found: String::from_utf8_lossy(&v).into_owned(),
@@ -408,7 +434,7 @@ fn check_schema(path: &Path, db: &Db) -> Result<(), StoreError> {
 /// Version 1 → 2: build the `n:` (all records, newest first) index, then
 /// record the new version, in one batch.
 fn migrate_v1(db: &Db) -> Result<(), StoreError> {
-    let mut batch = Batch::default();
+    let mut batch = ::sled::Batch::default();
     let mut indexed = 0usize;
     for entry in db.scan_prefix(keys::RECORD) {
         let (k, v) = entry?;
@@ -533,7 +559,7 @@ impl Inner {
     /// pushed to `released`.
     fn stage_record(
         &self,
-        batch: &mut Batch,
+        batch: &mut Ops,
         counters: &mut Counters,
         old: Option<&Record>,
         new: &Record,
@@ -545,9 +571,15 @@ impl Inner {
             None => BTreeSet::new(),
         };
         let new_keys = self.index_keys(new)?;
+        // Readers take no lock and may see a change half applied (the
+        // journal makes it whole only across a crash): index entries go
+        // before the record they point to changes, and come after it, so an
+        // entry never points to a record that is not there.
         for k in old_keys.difference(&new_keys) {
             batch.remove(k.as_slice());
         }
+        let json = serde_json::to_vec(new).map_err(corrupt)?;
+        batch.insert(keys::record(&new.id), json);
         for k in new_keys.difference(&old_keys) {
             batch.insert(k.as_slice(), &[][..]);
         }
@@ -607,15 +639,13 @@ impl Inner {
                 }
             }
         }
-        let json = serde_json::to_vec(new).map_err(corrupt)?;
-        batch.insert(keys::record(&new.id), json);
         Ok(())
     }
 
     /// Stage the contacts a plan creates; returns how many were new.
     fn stage_contacts(
         &self,
-        batch: &mut Batch,
+        batch: &mut Ops,
         counters: &mut Counters,
         create: Vec<NewContact>,
     ) -> Result<usize, StoreError> {
@@ -664,21 +694,39 @@ impl Inner {
     fn commit_batch(
         &self,
         ws: &mut WriteState,
-        batch: Batch,
+        batch: Ops,
         released: Vec<String>,
     ) -> Result<u64, StoreError> {
-        self.db.apply_batch(batch)?;
+        let seq = ws.next_journal;
+        let journaled = batch.write(&self.db, seq)?;
         let ticket = self.commit.issue();
+        if journaled {
+            ws.next_journal += 1;
+            ws.journal.push_back((ticket, seq));
+        }
         for sha in released {
             ws.pending_deletes.insert(sha, ticket);
         }
         Ok(ticket)
     }
 
-    /// Called by the flusher after a flush covering `covered`: delete the
+    /// Called by the flusher after a flush covering `covered`: remove the
+    /// journal entries of those writes (now durable), and delete the
     /// files released by those writes that are still unreferenced.
     fn delete_released(&self, covered: u64) {
         let mut ws = self.lock_write();
+        let mut retired = Vec::new();
+        while let Some(&(ticket, seq)) = ws.journal.front() {
+            if ticket > covered {
+                break;
+            }
+            retired.push(seq);
+            ws.journal.pop_front();
+        }
+        if let Err(e) = journal::remove_entries(&self.db, retired) {
+            // Harmless: an entry left over is replayed (a no-op) at open.
+            tracing::warn!(error = %e, "could not remove journal entries");
+        }
         let due: Vec<String> = ws
             .pending_deletes
             .iter()
@@ -755,8 +803,9 @@ impl Inner {
         if new == old {
             return Ok(new);
         }
-        let mut batch = Batch::default();
-        let mut counters = Counters::load(&self.db)?;
+        let mut batch = Ops::default();
+        let loaded = Counters::load(&self.db)?;
+        let mut counters = loaded;
         let mut released = Vec::new();
         self.stage_record(
             &mut batch,
@@ -766,7 +815,7 @@ impl Inner {
             None,
             &mut released,
         )?;
-        counters.stage(&mut batch);
+        counters.stage(&loaded, &mut batch);
         let ticket = self.commit_batch(&mut ws, batch, released)?;
         drop(ws);
         self.commit.wait(ticket)?;
@@ -796,6 +845,8 @@ impl Inner {
             _ => None,
         };
 
+        // From here to the ticket is short: the next flush waits for it.
+        let entered = self.commit.enter();
         let mut ws = self.lock_write();
         let existing = self.record(&id)?;
         let directory = DbDirectory {
@@ -821,7 +872,7 @@ impl Inner {
             // even the Message-ID (a void copy never empties an existing record).
             if let Some(sc) = &prewritten {
                 let released = content_refs(sc).map(|b| b.sha256.clone()).collect();
-                self.commit_batch(&mut ws, Batch::default(), released)?;
+                self.commit_batch(&mut ws, Ops::default(), released)?;
             }
             drop(ws);
             return Ok(CaptureOutcome {
@@ -833,8 +884,9 @@ impl Inner {
             });
         }
 
-        let mut batch = Batch::default();
-        let mut counters = Counters::load(&self.db)?;
+        let mut batch = Ops::default();
+        let loaded = Counters::load(&self.db)?;
+        let mut counters = loaded;
         // A hidden record is on no timeline: it creates no contacts either.
         let contacts_created = if record.stored > Level::Hidden {
             self.stage_contacts(&mut batch, &mut counters, plan.create)?
@@ -880,9 +932,10 @@ impl Inner {
         if let Some(sc) = &prewritten {
             released.extend(content_refs(sc).map(|b| b.sha256.clone()));
         }
-        counters.stage(&mut batch);
+        counters.stage(&loaded, &mut batch);
         let ticket = self.commit_batch(&mut ws, batch, released)?;
         drop(ws);
+        drop(entered);
         if durability == Durability::Wait {
             self.commit.wait(ticket)?;
         }
@@ -901,8 +954,9 @@ impl Inner {
         if self.contact_state(id)? == ContactState::Tombstoned {
             return Ok(false);
         }
-        let mut batch = Batch::default();
-        let mut counters = Counters::load(&self.db)?;
+        let mut batch = Ops::default();
+        let loaded = Counters::load(&self.db)?;
+        let mut counters = loaded;
         batch.insert(keys::tombstone(id), &[][..]);
         if let Some(c) = self.stored_contact(id)? {
             batch.remove(keys::contact(id));
@@ -926,7 +980,7 @@ impl Inner {
             let (k, _) = entry?;
             batch.remove(k);
         }
-        counters.stage(&mut batch);
+        counters.stage(&loaded, &mut batch);
         let ticket = self.commit_batch(&mut ws, batch, Vec::new())?;
         drop(ws);
         self.commit.wait(ticket)?;
@@ -998,7 +1052,7 @@ impl Inner {
         if self.db.contains_key(keys::request(&req.id))? {
             return Err(StoreError::InvalidId);
         }
-        let mut batch = Batch::default();
+        let mut batch = Ops::default();
         let json = serde_json::to_vec(req).map_err(corrupt)?;
         batch.insert(keys::request(&req.id), json);
         batch.insert(
@@ -1084,7 +1138,7 @@ impl Inner {
                 user: decider.to_string(),
             });
         }
-        let mut batch = Batch::default();
+        let mut batch = Ops::default();
         let mut released = Vec::new();
         if approve {
             let level = req.level.min(old.ceiling());
@@ -1100,7 +1154,8 @@ impl Inner {
             }
             clamp_to_ceiling(&mut new);
             if new != old {
-                let mut counters = Counters::load(&self.db)?;
+                let loaded = Counters::load(&self.db)?;
+                let mut counters = loaded;
                 self.stage_record(
                     &mut batch,
                     &mut counters,
@@ -1109,7 +1164,7 @@ impl Inner {
                     None,
                     &mut released,
                 )?;
-                counters.stage(&mut batch);
+                counters.stage(&loaded, &mut batch);
             }
             req.status = RequestStatus::Approved;
             req.granted = Some(level);
