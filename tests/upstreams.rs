@@ -81,3 +81,22 @@ fn tls_upstreams_offer_starttls_and_implicit_tls() {
     let s = std::net::TcpStream::connect(up.submissions).expect("submissions listens");
     drop(s);
 }
+
+#[test]
+fn every_test_user_logs_in_and_extra_config_wins() {
+    // USERS is mirrored in scripts/upstreams (which writes the passwd file);
+    // the extra config is included last, so its settings override the script's.
+    let up = Upstreams::start_with_config(Default::default(), "login_greeting = Extra ready.");
+    for (login, pass, _) in support::upstreams::USERS {
+        let mut i = LineClient::connect(up.imap);
+        let greeting = i.line();
+        assert!(greeting.contains("Extra ready."), "{greeting}");
+        i.send(format!("a LOGIN {login} {pass}\r\n").as_bytes());
+        let reply = i.imap_until("a");
+        assert!(
+            reply.last().unwrap().starts_with("a OK"),
+            "{login}: {reply:?}\n{}",
+            up.log()
+        );
+    }
+}

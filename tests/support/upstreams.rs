@@ -2,7 +2,9 @@
 //! (IMAP, IMAPS, submission, submissions) relaying to Postfix's smtp-sink,
 //! each on 127.0.0.1 ports picked at start, in a temporary directory, run as
 //! child processes and stopped by PID when dropped. Nothing system-wide is
-//! touched; nothing is started that is not stopped.
+//! touched; nothing is started that is not stopped. The servers are set up
+//! and exec'd by `scripts/upstreams` (the one copy of dovecot.conf, shared
+//! with `scripts/demo`).
 //!
 //! A missing binary is a test failure that says how to install it
 //! (`scripts/install-deps`), never a silent skip.
@@ -105,56 +107,6 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// (uid, gid, user name) the mail processes run as: `dovecot` under root
-/// (Dovecot refuses uid 0 for mail), else the current user.
-fn mail_identity() -> (u32, u32, String, bool) {
-    let uid = unsafe_free_uid();
-    if uid == 0 {
-        let line = fs::read_to_string("/etc/passwd")
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("dovecot:"))
-            .map(str::to_string)
-            .expect("user dovecot exists (dovecot-core creates it)");
-        let f: Vec<&str> = line.split(':').collect();
-        (
-            f[2].parse().unwrap(),
-            f[3].parse().unwrap(),
-            "dovecot".into(),
-            true,
-        )
-    } else {
-        let gid = id_flag("-g");
-        let name = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
-            .unwrap()
-            .trim()
-            .to_string();
-        (uid, gid, name, false)
-    }
-}
-
-fn id_flag(flag: &str) -> u32 {
-    String::from_utf8(Command::new("id").arg(flag).output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn unsafe_free_uid() -> u32 {
-    id_flag("-u")
-}
-
-fn chown_r(path: &Path, user: &str) {
-    let ok = Command::new("chown")
-        .args(["-R", &format!("{user}:")])
-        .arg(path)
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(ok, "chown -R {user} {}", path.display());
-}
-
 impl Upstreams {
     /// Plaintext upstreams (the usual test setup).
     pub fn start() -> Upstreams {
@@ -165,8 +117,8 @@ impl Upstreams {
         Upstreams::start_with_config(options, "")
     }
 
-    /// Like [`start_with`](Self::start_with), with `extra` appended to
-    /// dovecot.conf (e.g. `mail_max_userip_connections = 1000`: through a
+    /// Like [`start_with`](Self::start_with), with `extra` included at the
+    /// end of dovecot.conf, so its settings win (e.g. `mail_max_userip_connections = 1000`: through a
     /// proxy every session comes from one address).
     pub fn start_with_config(options: UpstreamOptions, extra: &str) -> Upstreams {
         let mut last = String::new();
@@ -180,173 +132,54 @@ impl Upstreams {
     }
 
     fn try_start(options: &UpstreamOptions, extra: &str) -> Result<Upstreams, String> {
-        let dovecot_bin = require("dovecot", "dovecot-core dovecot-imapd dovecot-submissiond");
-        let sink_bin = require("smtp-sink", "postfix");
+        require("dovecot", "dovecot-core dovecot-imapd dovecot-submissiond");
+        require("smtp-sink", "postfix");
         let dir = tempfile::Builder::new()
             .prefix("mailshare-upstreams.")
             .tempdir()
             .map_err(|e| e.to_string())?;
         let d = dir.path();
-        let (uid, gid, mail_user, root) = mail_identity();
-        // Dovecot's processes must reach the directory; tempdir is 0700.
-        let _ = Command::new("chmod").arg("0755").arg(d).status();
+        // scripts/upstreams writes dovecot.conf (shared with scripts/demo) and
+        // execs each server, so these children are the servers themselves.
+        let script = repo().join("scripts/upstreams");
 
         // smtp-sink: the final hop, dumping each transaction to a file.
         let sink_port = free_port();
-        let sink_dir = d.join("sink");
-        fs::create_dir_all(&sink_dir).map_err(|e| e.to_string())?;
-        let mut sink_cmd = Command::new(&sink_bin);
-        if root {
-            chown_r(&sink_dir, "nobody");
-            sink_cmd.args(["-u", "nobody"]);
-        }
-        let smtp_sink = sink_cmd
-            .arg("-d")
-            .arg(format!("{}/%Y%m%d%H%M%S.", sink_dir.display()))
-            .arg(format!("127.0.0.1:{sink_port}"))
-            .arg("64")
+        let smtp_sink = Command::new(&script)
+            .arg("smtp-sink")
+            .arg(d)
+            .arg(sink_port.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("smtp-sink: {e}"))?;
+            .map_err(|e| format!("scripts/upstreams smtp-sink: {e}"))?;
         let sink: SocketAddr = ([127, 0, 0, 1], sink_port).into();
 
-        // Dovecot.
+        // Dovecot: IMAP and submission, plus IMAPS and submissions with TLS.
         let ports = [free_port(), free_port(), free_port(), free_port()];
-        let passwd = d.join("passwd");
-        let mut pw = String::new();
-        for (login, pass, _) in USERS {
-            pw.push_str(&format!(
-                "{login}:{{PLAIN}}{pass}:{uid}:{gid}::{}::\n",
-                d.join("home").join(login).display()
-            ));
+        if !extra.is_empty() {
+            fs::write(d.join("dovecot-extra.conf"), format!("{extra}\n"))
+                .map_err(|e| e.to_string())?;
         }
-        fs::write(&passwd, pw).map_err(|e| e.to_string())?;
-        for sub in ["home", "run", "state"] {
-            fs::create_dir_all(d.join(sub)).map_err(|e| e.to_string())?;
+        let mut dovecot = Command::new(&script);
+        dovecot
+            .arg("dovecot")
+            .arg(d)
+            .args(["--imap", &ports[0].to_string()])
+            .args(["--submission", &ports[2].to_string()])
+            .args(["--relay", &sink_port.to_string()]);
+        if options.tls {
+            dovecot
+                .args(["--imaps", &ports[1].to_string()])
+                .args(["--submissions", &ports[3].to_string()]);
         }
-        if root {
-            chown_r(&d.join("home"), &mail_user);
-        }
-        let (internal, login_user) = if root {
-            ("dovecot".to_string(), "dovenull".to_string())
-        } else {
-            (mail_user.clone(), mail_user.clone())
-        };
-        let tls = if options.tls {
-            let cert = repo().join("config/tls/cert.pem");
-            let key = repo().join("config/tls/key.pem");
-            let dh = if Path::new("/usr/share/dovecot/dh.pem").exists() {
-                "ssl_dh = </usr/share/dovecot/dh.pem\n".to_string()
-            } else {
-                String::new()
-            };
-            format!(
-                "ssl = yes\nssl_cert = <{}\nssl_key = <{}\nssl_min_protocol = TLSv1.2\n{dh}",
-                cert.display(),
-                key.display()
-            )
-        } else {
-            "ssl = no\n".to_string()
-        };
-        let conf = format!(
-            r#"# Written by tests/support/upstreams.rs for one test run.
-instance_name = mailshare-test-{instance}
-base_dir = {base}
-state_dir = {state}
-listen = 127.0.0.1
-protocols = imap submission
-log_path = {log}
-info_log_path = {log}
-default_internal_user = {internal}
-default_login_user = {login_user}
-first_valid_uid = 1
-first_valid_gid = 1
-hostname = mail.acme.example
-auth_mechanisms = plain login
-disable_plaintext_auth = no
-mail_location = maildir:~/Maildir
-{tls}
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%n {passwd}
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%n {passwd}
-}}
-namespace inbox {{
-  inbox = yes
-  separator = /
-  mailbox Drafts {{
-    special_use = \Drafts
-    auto = create
-  }}
-  mailbox Sent {{
-    special_use = \Sent
-    auto = create
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {imap}
-  }}
-  inet_listener imaps {{
-    address = 127.0.0.1
-    port = {imaps}
-    ssl = yes
-  }}
-}}
-service submission-login {{
-  inet_listener submission {{
-    address = 127.0.0.1
-    port = {submission}
-  }}
-  inet_listener submissions {{
-    address = 127.0.0.1
-    port = {submissions}
-    ssl = yes
-  }}
-}}
-submission_relay_host = 127.0.0.1
-submission_relay_port = {sink_port}
-submission_relay_trusted = yes
-submission_max_mail_size = 100M
-service anvil {{
-  chroot =
-}}
-service imap-login {{
-  chroot =
-}}
-service submission-login {{
-  chroot =
-}}
-{extra}
-"#,
-            instance = std::process::id() ^ u32::from(ports[0]),
-            base = d.join("run").display(),
-            state = d.join("state").display(),
-            log = d.join("dovecot.log").display(),
-            passwd = passwd.display(),
-            imap = ports[0],
-            imaps = if options.tls { ports[1] } else { 0 },
-            submission = ports[2],
-            submissions = if options.tls { ports[3] } else { 0 },
-        );
-        let conf = format!("{conf}{extra}\n");
-        let conf_path = d.join("dovecot.conf");
-        fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let dovecot = Command::new(&dovecot_bin)
-            .arg("-F")
-            .arg("-c")
-            .arg(&conf_path)
+        let dovecot = dovecot
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("dovecot: {e}"))?;
+            .map_err(|e| format!("scripts/upstreams dovecot: {e}"))?;
         let addr = |p: u16| -> SocketAddr { ([127, 0, 0, 1], p).into() };
         let mut up = Upstreams {
             imap: addr(ports[0]),
@@ -354,7 +187,7 @@ service submission-login {{
             submission: addr(ports[2]),
             submissions: addr(ports[3]),
             sink,
-            sink_dir,
+            sink_dir: d.join("sink"),
             dovecot,
             smtp_sink,
             dir,
