@@ -1,8 +1,8 @@
 //! Key encoding for the sled backend: one keyspace, ASCII prefixes, big-endian
 //! numbers so that byte order is the order we iterate in.
 //!
-//! Everything lives in the one default tree. A change to several keys is
-//! written atomically through a journal entry (`j:`, see `journal.rs`).
+//! Everything lives in the default tree; a change to several keys is made
+//! atomic across a crash by a journal entry (see the end of this table).
 //! Layout:
 //!
 //! | key | value |
@@ -21,7 +21,9 @@
 //! | `qo:<owner>\0<inverted created BE>` + request id | empty: requests to an owner, newest first |
 //! | `qr:<requester>\0<inverted created BE>` + request id | empty: requests by a viewer, newest first |
 //! | `qp:<message id>\0<requester>` | request id of the requester's pending request on a message |
-//! | `j:<sequence BE>` | a multi-key change in flight: its operations, until a flush covers them |
+//!
+//! The tree `journal` holds one key, `j:last`: the last multi-key change (its
+//! anchor's digest and its operations, see `journal.rs`).
 //!
 //! Dates are signed Unix seconds mapped to u64 by flipping the sign bit, so
 //! that byte order is numeric order (and `!` of that is newest first). Ids are
@@ -32,8 +34,9 @@ use super::StoreError;
 
 /// The on-disk schema this build reads and writes. Version 1 lacked the
 /// `n:` index; opening a version 1 store builds it (see `sled::check_schema`).
-/// Version 3 writes multi-key changes through `j:` journal entries, which a
-/// version 2 build would not replay after a crash: it must refuse the store.
+/// Version 3 makes multi-key changes atomic through the `j:last` journal
+/// entry, which a version 2 build would not replay after a crash: it must
+/// refuse the store.
 pub const SCHEMA_VERSION: u32 = 3;
 
 pub(crate) const SCHEMA: &[u8] = b"meta:schema";
@@ -55,7 +58,9 @@ pub(crate) const REQUEST: &[u8] = b"q:";
 pub(crate) const REQUESTS_TO_OWNER: &[u8] = b"qo:";
 pub(crate) const REQUESTS_BY_VIEWER: &[u8] = b"qr:";
 pub(crate) const PENDING_REQUEST: &[u8] = b"qp:";
-pub(crate) const JOURNAL: &[u8] = b"j:";
+/// The tree of the journal entry, and its one key.
+pub(crate) const JOURNAL_TREE: &[u8] = b"journal";
+pub(crate) const JOURNAL_LAST: &[u8] = b"j:last";
 
 /// Longest id (message, thread, contact) or address accepted in a key.
 pub(crate) const MAX_ID_LEN: usize = 512;
@@ -106,10 +111,6 @@ pub(crate) fn address(addr: &str) -> Vec<u8> {
 
 pub(crate) fn domain(d: &str) -> Vec<u8> {
     cat(DOMAIN, &[d.as_bytes()])
-}
-
-pub(crate) fn journal(seq: u64) -> Vec<u8> {
-    cat(JOURNAL, &[&seq.to_be_bytes()])
 }
 
 pub(crate) fn refcount(sha256: &str) -> Vec<u8> {

@@ -46,7 +46,7 @@ use crate::engine::{
 };
 use ::sled::{Db, IVec};
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::ops::Bound;
@@ -92,6 +92,8 @@ impl std::fmt::Debug for SledStore {
 struct Inner {
     path: PathBuf,
     db: Db,
+    /// The journal entry's tree (`journal.rs`).
+    journal: ::sled::Tree,
     blobs: BlobDir,
     commit: GroupCommit,
     write: Mutex<WriteState>,
@@ -106,11 +108,6 @@ struct WriteState {
     /// referenced), with the ticket of the write that released them: deleted
     /// once a flush covers that ticket, if still unreferenced then.
     pending_deletes: HashMap<String, u64>,
-    /// Journal entries written, `(ticket, sequence)` in order: removed once
-    /// a flush covers their ticket.
-    journal: VecDeque<(u64, u64)>,
-    /// The sequence of the next journal entry.
-    next_journal: u64,
 }
 
 /// Counters kept in `meta:` keys, updated in the same batch as the change.
@@ -209,16 +206,16 @@ impl SledStore {
 
         let db = open_db(&path.join("db"), options.cache_capacity_bytes)?;
         check_schema(path, &db)?;
-        let replayed = journal::replay(&db)?;
-        if replayed > 0 {
-            tracing::info!(entries = replayed, "completed the writes a crash cut short");
-        }
+        // Complete the last change if a crash cut it short.
+        let journal = journal::open(&db)?;
+        journal::replay(&db, &journal)?;
         let blobs_dir = path.join("blobs");
         let blobs = BlobDir::open(blobs_dir.clone()).map_err(io_err("creating", &blobs_dir))?;
 
         let inner = Arc::new(Inner {
             path: path.to_path_buf(),
             db,
+            journal,
             blobs,
             commit: GroupCommit::default(),
             write: Mutex::new(WriteState::default()),
@@ -571,15 +568,16 @@ impl Inner {
             None => BTreeSet::new(),
         };
         let new_keys = self.index_keys(new)?;
-        // Readers take no lock and may see a change half applied (the
-        // journal makes it whole only across a crash): index entries go
-        // before the record they point to changes, and come after it, so an
-        // entry never points to a record that is not there.
+        // The record is the change's anchor, written before everything else
+        // (see `journal.rs`). Readers take no lock and may see a change half
+        // applied: an index entry is never written before its record, and
+        // one that no longer applies points, for a moment, to the record as
+        // it is now, which every reader judges afresh.
+        let json = serde_json::to_vec(new).map_err(corrupt)?;
+        batch.anchor(keys::record(&new.id), json);
         for k in old_keys.difference(&new_keys) {
             batch.remove(k.as_slice());
         }
-        let json = serde_json::to_vec(new).map_err(corrupt)?;
-        batch.insert(keys::record(&new.id), json);
         for k in new_keys.difference(&old_keys) {
             batch.insert(k.as_slice(), &[][..]);
         }
@@ -697,36 +695,18 @@ impl Inner {
         batch: Ops,
         released: Vec<String>,
     ) -> Result<u64, StoreError> {
-        let seq = ws.next_journal;
-        let journaled = batch.write(&self.db, seq)?;
+        batch.write(&self.db, &self.journal)?;
         let ticket = self.commit.issue();
-        if journaled {
-            ws.next_journal += 1;
-            ws.journal.push_back((ticket, seq));
-        }
         for sha in released {
             ws.pending_deletes.insert(sha, ticket);
         }
         Ok(ticket)
     }
 
-    /// Called by the flusher after a flush covering `covered`: remove the
-    /// journal entries of those writes (now durable), and delete the
+    /// Called by the flusher after a flush covering `covered`: delete the
     /// files released by those writes that are still unreferenced.
     fn delete_released(&self, covered: u64) {
         let mut ws = self.lock_write();
-        let mut retired = Vec::new();
-        while let Some(&(ticket, seq)) = ws.journal.front() {
-            if ticket > covered {
-                break;
-            }
-            retired.push(seq);
-            ws.journal.pop_front();
-        }
-        if let Err(e) = journal::remove_entries(&self.db, retired) {
-            // Harmless: an entry left over is replayed (a no-op) at open.
-            tracing::warn!(error = %e, "could not remove journal entries");
-        }
         let due: Vec<String> = ws
             .pending_deletes
             .iter()
