@@ -289,21 +289,17 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                 .context("starting the control socket")?,
         );
 
-        // --- admin API (issue 3) -------------------------------------------
+        // --- admin API (issue 3): bound now (a taken port fails start-up),
+        // served once every mail listener is bound, so /readyz never
+        // answers before the mail ports do.
+        let mut admin_api = None;
         if let Some(admin) = &config.admin {
             let listener = tokio::net::TcpListener::bind(admin.listen)
                 .await
                 .with_context(|| format!("binding the admin API on {}", admin.listen))?;
             let state = crate::admin::AdminState::new(gateway.clone())
                 .context("registering the admin API metrics")?;
-            let bound = listener.local_addr().map_or(admin.listen, |a| a);
-            tracing::info!(listen = %bound, "admin API listening");
-            let shutdown = services.shutdown.clone();
-            tasks.push(tokio::spawn(async move {
-                if let Err(e) = crate::admin::serve(listener, state, shutdown).await {
-                    tracing::error!(error = %e, "admin API stopped");
-                }
-            }));
+            admin_api = Some((listener, state));
         }
 
         // --- SMTP submission relay (issue 4) ---------------------------------
@@ -359,6 +355,19 @@ pub fn serve(config_path: &Path) -> anyhow::Result<ExitCode> {
                     services.ip_limiter.clone(),
                 )));
             }
+        }
+
+        if let Some((listener, state)) = admin_api {
+            let bound = listener
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            tracing::info!(listen = %bound, "admin API listening");
+            let shutdown = services.shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = crate::admin::serve(listener, state, shutdown).await {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            }));
         }
 
         tracing::info!(

@@ -302,7 +302,7 @@ impl Gateway {
     /// is rejected and the running policy kept. Counted in the metrics.
     pub fn reload_policy(&self) -> Result<(), Vec<Diagnostic>> {
         self.metrics.policy_reloads.inc();
-        match crate::config::load_policy(&self.policy_path) {
+        match crate::config::reload_policy(&self.config, &self.policy_path) {
             Ok(p) => {
                 self.metrics.policy_users.set(p.users.len() as i64);
                 self.policy.replace(p);

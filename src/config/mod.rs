@@ -41,8 +41,48 @@ pub struct Loaded {
     /// The path `load` was given.
     pub config_path: PathBuf,
     /// The policy file's path, resolved against the config file's directory
-    /// (what a SIGHUP reload passes to [`load_policy`]).
+    /// (what a SIGHUP reload passes to [`reload_policy`]).
     pub policy_path: PathBuf,
+}
+
+/// SIGHUP's path: re-read the policy file and check it against the running
+/// configuration as `load` does at start (an admin token must not also be a
+/// user's token).
+///
+/// # Errors
+/// Every problem, as `file:line:column: message` diagnostics.
+pub fn reload_policy(config: &Config, path: &Path) -> Result<Policy, Vec<Diagnostic>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![Diagnostic::whole_file(
+            path,
+            format!("cannot read policy file: {e}"),
+        )]
+    })?;
+    let policy = parse_policy(path, &text)?;
+    let lower = text.to_ascii_lowercase();
+    let diags: Vec<Diagnostic> = config
+        .admin
+        .iter()
+        .flat_map(|admin| &admin.admin_tokens_sha256)
+        .filter_map(|hash| {
+            let user = policy.user_by_token_hash(hash)?;
+            let offset = lower.find(&hex::encode(hash)).unwrap_or(0);
+            Some(Diagnostic::at_offset(
+                path,
+                &text,
+                offset,
+                format!(
+                    "token_sha256 of user {} is also an admin token hash in the configuration",
+                    user.address
+                ),
+            ))
+        })
+        .collect();
+    if diags.is_empty() {
+        Ok(policy)
+    } else {
+        Err(diags)
+    }
 }
 
 /// Read and validate `mailshare.toml` and the policy file it names.
@@ -1322,6 +1362,31 @@ mod tests {
         ] {
             assert!(parse_host_port(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_reload_refuses_a_user_token_that_is_an_admin_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = "cd".repeat(32);
+        let config = parse_config(
+            &dir.path().join("mailshare.toml"),
+            &format!("[admin]\nadmin_tokens_sha256 = [\"{admin}\"]\n"),
+        )
+        .unwrap();
+        let path = dir.path().join("policy.toml");
+        let policy = |token: &str| {
+            format!(
+                "[organization]\nname = \"A\"\ninternal_domains = [\"a.example\"]\n\n\
+                 [[users]]\naddress = \"u@a.example\"\ntoken_sha256 = \"{token}\"\n"
+            )
+        };
+        std::fs::write(&path, policy(&"ab".repeat(32))).unwrap();
+        assert!(reload_policy(&config, &path).is_ok());
+        std::fs::write(&path, policy(&admin.to_uppercase())).unwrap();
+        let diags = reload_policy(&config, &path).unwrap_err();
+        assert_eq!(diags.len(), 1);
+        assert_eq!((diags[0].line, diags[0].column), (7, 17), "{}", diags[0]);
+        assert!(diags[0].message.contains("u@a.example"), "{}", diags[0]);
     }
 
     #[test]
