@@ -58,10 +58,10 @@ struct State {
     shutdown: bool,
     /// The flusher thread has exited.
     dead: bool,
-    /// Writers between [`GroupCommit::enter`] and the end of their guard.
+    /// Writers between [`GroupCommit::enter`] and their ticket.
     in_progress: usize,
-    /// Threads blocked in [`GroupCommit::wait`].
-    waiters: usize,
+    /// The highest ticket somebody waits, or will wait, for.
+    wanted: u64,
 }
 
 /// The shared state between writers and the flusher thread.
@@ -79,17 +79,27 @@ impl GroupCommit {
     }
 
     /// A writer is about to apply a batch and take a ticket: the next flush
-    /// waits (briefly) for it. The returned guard ends that; drop it after
-    /// [`issue`](Self::issue), or on an error path.
+    /// waits (briefly) for it. The guard takes the ticket
+    /// ([`Entered::issue`]); dropped without one (an error path), it ends the
+    /// wait all the same.
     pub(crate) fn enter(&self) -> Entered<'_> {
         self.lock().in_progress += 1;
-        Entered(self)
+        Entered(Some(self))
     }
 
-    /// Take a ticket for writes already applied; wakes the flusher.
-    pub(crate) fn issue(&self) -> u64 {
+    /// Take a ticket for writes already applied; wakes the flusher. `wait`:
+    /// the caller will [`wait`](Self::wait) for it (else the flusher may
+    /// linger for more).
+    pub(crate) fn issue(&self, wait: bool) -> u64 {
         let mut st = self.lock();
+        self.issue_locked(&mut st, wait)
+    }
+
+    fn issue_locked(&self, st: &mut State, wait: bool) -> u64 {
         st.issued += 1;
+        if wait {
+            st.wanted = st.issued;
+        }
         self.work.notify_one();
         st.issued
     }
@@ -101,17 +111,16 @@ impl GroupCommit {
     /// when the flusher is gone.
     pub(crate) fn wait(&self, ticket: u64) -> Result<(), StoreError> {
         let mut st = self.lock();
-        if st.done < ticket {
+        if st.wanted < ticket {
             // A lingering flusher flushes now that somebody waits.
-            st.waiters += 1;
+            st.wanted = ticket;
             self.work.notify_one();
-            while st.done < ticket && !st.dead {
-                st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
-            }
-            st.waiters -= 1;
-            if st.done < ticket {
-                return Err(StoreError::Closed);
-            }
+        }
+        while st.done < ticket && !st.dead {
+            st = self.done.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        if st.done < ticket {
+            return Err(StoreError::Closed);
         }
         if let Some(f) = st
             .failures
@@ -207,7 +216,7 @@ impl GroupCommit {
                     return;
                 }
                 let ready = Instant::now();
-                st = self.linger(st, ready + background_linger, |st| st.waiters == 0);
+                st = self.linger(st, ready + background_linger, |st| st.wanted <= st.done);
                 st = self.linger(st, Instant::now() + follower_wait, |st| st.in_progress > 0);
                 drop(st);
             }
@@ -240,13 +249,26 @@ impl GroupCommit {
 }
 
 /// A writer between [`GroupCommit::enter`] and its ticket.
-pub(crate) struct Entered<'a>(&'a GroupCommit);
+pub(crate) struct Entered<'a>(Option<&'a GroupCommit>);
+
+impl Entered<'_> {
+    /// Take the ticket and end the writer's turn in one step, so the flusher
+    /// never waits for a writer that is already done.
+    pub(crate) fn issue(mut self, wait: bool) -> u64 {
+        let gc = self.0.take().expect("an Entered guard issues once");
+        let mut st = gc.lock();
+        st.in_progress -= 1;
+        gc.issue_locked(&mut st, wait)
+    }
+}
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.lock();
-        st.in_progress -= 1;
-        self.0.work.notify_one();
+        if let Some(gc) = self.0.take() {
+            let mut st = gc.lock();
+            st.in_progress -= 1;
+            gc.work.notify_one();
+        }
     }
 }
 
@@ -258,8 +280,8 @@ mod tests {
     #[test]
     fn waiters_of_a_failed_batch_all_get_the_error() {
         let gc = Arc::new(GroupCommit::default());
-        let t1 = gc.issue();
-        let t2 = gc.issue();
+        let t1 = gc.issue(true);
+        let t2 = gc.issue(true);
         let g = gc.clone();
         let flusher = std::thread::spawn(move || {
             let mut n = 0;
@@ -274,13 +296,13 @@ mod tests {
         });
         assert!(matches!(gc.wait(t1), Err(StoreError::Flush { .. })));
         assert!(matches!(gc.wait(t2), Err(StoreError::Flush { .. })));
-        let t3 = gc.issue();
+        let t3 = gc.issue(true);
         gc.wait(t3).unwrap();
         gc.shutdown();
         flusher.join().unwrap();
         assert_eq!(gc.flushes(), 2);
         // No flusher any more: a new ticket cannot be waited for forever.
-        let t4 = gc.issue();
+        let t4 = gc.issue(true);
         assert!(matches!(gc.wait(t4), Err(StoreError::Closed)));
     }
 
@@ -303,14 +325,14 @@ mod tests {
     fn background_tickets_wait_for_a_waiter_and_share_its_flush() {
         let gc = Arc::new(GroupCommit::default());
         let (h, covered) = flusher(&gc);
-        gc.issue();
-        gc.issue();
+        gc.issue(false);
+        gc.issue(false);
         std::thread::sleep(Duration::from_millis(50));
         assert!(
             covered.lock().unwrap().is_empty(),
             "nobody waits: no flush yet"
         );
-        let t3 = gc.issue();
+        let t3 = gc.issue(false);
         let started = Instant::now();
         gc.wait(t3).unwrap();
         assert!(
@@ -327,7 +349,7 @@ mod tests {
         let gc = Arc::new(GroupCommit::default());
         let (h, covered) = flusher(&gc);
         let follower = gc.enter();
-        let t1 = gc.issue();
+        let t1 = gc.issue(true);
         let g = gc.clone();
         let waiter = std::thread::spawn(move || g.wait(t1));
         std::thread::sleep(Duration::from_millis(50));
@@ -335,8 +357,7 @@ mod tests {
             covered.lock().unwrap().is_empty(),
             "a writer is still applying"
         );
-        let t2 = gc.issue();
-        drop(follower);
+        let t2 = follower.issue(true);
         gc.wait(t2).unwrap();
         waiter.join().unwrap().unwrap();
         assert_eq!(*covered.lock().unwrap(), vec![2], "one flush for both");
@@ -346,7 +367,7 @@ mod tests {
         let gc = Arc::new(GroupCommit::default());
         let (h, covered) = flusher(&gc);
         let _busy = gc.enter();
-        gc.issue();
+        gc.issue(false);
         gc.shutdown();
         h.join().unwrap();
         assert_eq!(*covered.lock().unwrap(), vec![1]);

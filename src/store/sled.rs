@@ -30,7 +30,7 @@
 //! files are removed by the sweep at open.
 
 use super::blobs::{self, content_refs, is_sha256_hex, BlobDir, BlobFile};
-use super::commit::GroupCommit;
+use super::commit::{Entered, GroupCommit};
 use super::journal::{self, Ops};
 use super::keys::{self, check_id};
 use super::{
@@ -687,16 +687,23 @@ impl Inner {
         Ok(made.len())
     }
 
-    /// Apply a staged batch, take a ticket and register released blobs.
-    /// Call with the write lock held; wait for the ticket after releasing it.
+    /// Apply a staged batch, take a ticket (through `entered`, when the
+    /// writer entered the group commit) and register released blobs. Call
+    /// with the write lock held; when `wait`, wait for the ticket after
+    /// releasing the lock.
     fn commit_batch(
         &self,
         ws: &mut WriteState,
         batch: Ops,
         released: Vec<String>,
+        entered: Option<Entered<'_>>,
+        wait: bool,
     ) -> Result<u64, StoreError> {
         batch.write(&self.db, &self.journal)?;
-        let ticket = self.commit.issue();
+        let ticket = match entered {
+            Some(e) => e.issue(wait),
+            None => self.commit.issue(wait),
+        };
         for sha in released {
             ws.pending_deletes.insert(sha, ticket);
         }
@@ -796,7 +803,7 @@ impl Inner {
             &mut released,
         )?;
         counters.stage(&loaded, &mut batch);
-        let ticket = self.commit_batch(&mut ws, batch, released)?;
+        let ticket = self.commit_batch(&mut ws, batch, released, None, true)?;
         drop(ws);
         self.commit.wait(ticket)?;
         Ok(new)
@@ -852,7 +859,7 @@ impl Inner {
             // even the Message-ID (a void copy never empties an existing record).
             if let Some(sc) = &prewritten {
                 let released = content_refs(sc).map(|b| b.sha256.clone()).collect();
-                self.commit_batch(&mut ws, Ops::default(), released)?;
+                self.commit_batch(&mut ws, Ops::default(), released, Some(entered), false)?;
             }
             drop(ws);
             return Ok(CaptureOutcome {
@@ -913,10 +920,10 @@ impl Inner {
             released.extend(content_refs(sc).map(|b| b.sha256.clone()));
         }
         counters.stage(&loaded, &mut batch);
-        let ticket = self.commit_batch(&mut ws, batch, released)?;
+        let wait = durability == Durability::Wait;
+        let ticket = self.commit_batch(&mut ws, batch, released, Some(entered), wait)?;
         drop(ws);
-        drop(entered);
-        if durability == Durability::Wait {
+        if wait {
             self.commit.wait(ticket)?;
         }
         Ok(CaptureOutcome {
@@ -961,7 +968,7 @@ impl Inner {
             batch.remove(k);
         }
         counters.stage(&loaded, &mut batch);
-        let ticket = self.commit_batch(&mut ws, batch, Vec::new())?;
+        let ticket = self.commit_batch(&mut ws, batch, Vec::new(), None, true)?;
         drop(ws);
         self.commit.wait(ticket)?;
         Ok(true)
@@ -1053,7 +1060,7 @@ impl Inner {
         if req.status == RequestStatus::Pending {
             batch.insert(pending, req.id.as_bytes());
         }
-        let ticket = self.commit_batch(&mut ws, batch, Vec::new())?;
+        let ticket = self.commit_batch(&mut ws, batch, Vec::new(), None, true)?;
         drop(ws);
         self.commit.wait(ticket)
     }
@@ -1158,7 +1165,7 @@ impl Inner {
             keys::request(&req.id),
             serde_json::to_vec(&req).map_err(corrupt)?,
         );
-        let ticket = self.commit_batch(&mut ws, batch, released)?;
+        let ticket = self.commit_batch(&mut ws, batch, released, None, true)?;
         drop(ws);
         self.commit.wait(ticket)?;
         Ok(req)
@@ -1502,7 +1509,7 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let ticket = self.inner.commit.issue();
+        let ticket = self.inner.commit.issue(true);
         self.inner.commit.wait(ticket)
     }
 
