@@ -12,6 +12,8 @@
 //! test harness' dumping sink would dominate), on loopback; everything
 //! shares the machine's cores. Run: `cargo bench --bench relay`.
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/support/upstreams.rs"]
 mod upstreams;
 
@@ -363,9 +365,9 @@ fn main() {
                     id += 1_000_000_000;
                     d_rates.push(o.rate());
                     d.absorb(o);
-                    let cpu0 = cpu_seconds(ms.id());
+                    let cpu0 = cpu::cpu_seconds(Some(ms.id()));
                     let o = rt.block_on(run_cell(proxy, concurrency, size, per_message, secs, id));
-                    cpu += cpu_seconds(ms.id()) - cpu0;
+                    cpu += cpu::cpu_seconds(Some(ms.id())) - cpu0;
                     id += 1_000_000_000;
                     p_rates.push(o.rate());
                     p.absorb(o);
@@ -410,23 +412,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-/// User + system CPU seconds a process has used (/proc/PID/stat).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command: state is field 3, utime 14, stime 15 (1-based).
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(14) + ticks(15)) / 100.0
 }
 
 fn is_root() -> bool {

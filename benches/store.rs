@@ -13,6 +13,8 @@
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use mailshare::engine::{Direction, Policy};
 use mailshare::ingest::{self, IngestOutcome, IngestRequest};
@@ -77,7 +79,7 @@ fn run(level: &str, messages: &[Vec<u8>], threads: usize, durability: Durability
     let store_path = tmp.path().join("store");
     let store = SledStore::open(&store_path, StoreOptions::default()).expect("open store");
     let t = Instant::now();
-    let cpu0 = cpu_seconds();
+    let cpu0 = cpu::cpu_seconds(None);
     let stored = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for chunk in messages.chunks(messages.len().div_ceil(threads)) {
@@ -102,7 +104,7 @@ fn run(level: &str, messages: &[Vec<u8>], threads: usize, durability: Durability
     });
     store.flush().expect("flush");
     let elapsed = t.elapsed();
-    let cpu = cpu_seconds() - cpu0;
+    let cpu = cpu::cpu_seconds(None) - cpu0;
     let stats = store.stats().expect("stats");
     drop(store);
     let stored = stored.into_inner();
@@ -135,21 +137,4 @@ fn main() {
             run(level, &messages, threads, durability);
         }
     }
-}
-
-/// User + system CPU seconds of this process so far (/proc/self/stat).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    // After the command: utime and stime are fields 14 and 15 (1-based).
-    let ticks = |i: usize| {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(14) + ticks(15)) / 100.0
 }
