@@ -132,12 +132,14 @@ impl Ops {
         Some(entry)
     }
 
-    /// Write the change (see the module docs). A change of one operation is
-    /// atomic by itself and writes no journal entry.
+    /// Write the change (see the module docs). Even a change of one
+    /// operation, atomic by itself, replaces the journal entry: replay must
+    /// only ever apply the very last change, never an older one over it.
     pub(crate) fn write(&self, db: &Db, journal: &Tree) -> Result<(), StoreError> {
-        if self.len() > 1 {
-            journal.insert(keys::JOURNAL_LAST, self.encode())?;
+        if self.len() == 0 {
+            return Ok(());
         }
+        journal.insert(keys::JOURNAL_LAST, self.encode())?;
         if let Some((k, v)) = &self.anchor {
             db.insert(k.as_slice(), v.as_slice())?;
         }
@@ -289,13 +291,21 @@ mod tests {
     }
 
     #[test]
-    fn each_change_overwrites_the_entry_and_single_writes_need_none() {
+    fn each_change_overwrites_the_entry_even_a_single_write() {
         let (_dir, db, journal) = db();
-        let mut one = Ops::default();
-        one.insert(b"k", b"v");
-        one.write(&db, &journal).unwrap();
+        Ops::default().write(&db, &journal).unwrap();
         assert!(journal.get(keys::JOURNAL_LAST).unwrap().is_none());
         change().write(&db, &journal).unwrap();
+        // A later single write to a key the change also wrote: replaying
+        // the change must not undo it.
+        let mut one = Ops::default();
+        one.insert(b"meta:messages", 8u64.to_be_bytes());
+        one.write(&db, &journal).unwrap();
+        assert!(replay(&db, &journal).unwrap());
+        assert_eq!(
+            db.get(b"meta:messages").unwrap().as_deref(),
+            Some(&8u64.to_be_bytes()[..])
+        );
         let mut later = Ops::default();
         later.insert(b"a", b"1");
         later.insert(b"b", b"2");
