@@ -275,23 +275,28 @@ fn parse_sink_dump(path: &Path) -> Option<SinkMessage> {
     })
 }
 
+/// Stop a child we started: SIGTERM by PID (so a server can stop its own
+/// children), wait up to `grace`, then SIGKILL; reaped either way.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let end = Instant::now() + grace;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for Upstreams {
     fn drop(&mut self) {
         for child in [&mut self.dovecot, &mut self.smtp_sink] {
-            // SIGTERM by PID first so Dovecot stops its own children, then make sure.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            terminate(child, Duration::from_secs(5));
         }
     }
 }
