@@ -15,13 +15,12 @@ mod imap_support;
 mod support;
 
 use serde_json::Value;
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::haproxy::{HaProxy, Route};
 use support::server::{Binary, ListenerSpec, Spec};
-use support::upstreams::{free_port, password, require, wait_for_greeting, LineClient, Upstreams};
+use support::upstreams::{password, LineClient, Upstreams};
 use support::Deadline;
 
 /// The client whose address the test follows, and another one.
@@ -35,98 +34,34 @@ struct Fronts {
     imap: SocketAddr,
 }
 
-/// `haproxy -db` as a child process, stopped by PID when dropped.
-struct HaProxy {
-    child: Child,
-    dir: tempfile::TempDir,
-    v1: Fronts,
-    v2: Fronts,
-}
-
-impl HaProxy {
-    fn start(smtp: SocketAddr, imap: SocketAddr) -> HaProxy {
-        let mut last = String::new();
-        // A free port can be taken between picking and binding: retry.
-        for _ in 0..3 {
-            match HaProxy::try_start(smtp, imap) {
-                Ok(h) => return h,
-                Err(e) => last = e,
-            }
-        }
-        panic!("HAProxy did not start: {last}");
-    }
-
-    fn try_start(smtp: SocketAddr, imap: SocketAddr) -> Result<HaProxy, String> {
-        let bin = require("haproxy", "haproxy");
-        let dir = tempfile::Builder::new()
-            .prefix("mailshare-haproxy.")
-            .tempdir()
-            .unwrap();
-        let addr = |p: u16| -> SocketAddr { ([127, 0, 0, 1], p).into() };
-        let v1 = Fronts {
-            smtp: addr(free_port()),
-            imap: addr(free_port()),
-        };
-        let v2 = Fronts {
-            smtp: addr(free_port()),
-            imap: addr(free_port()),
-        };
-        let mut cfg = String::from(
-            "# Written by tests/proxy_protocol.rs for one test run.\n\
-             global\n    maxconn 200\n\
-             defaults\n    mode tcp\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n",
-        );
-        for (name, front, backend, send) in [
-            ("smtp_v1", v1.smtp, smtp, "send-proxy"),
-            ("imap_v1", v1.imap, imap, "send-proxy"),
-            ("smtp_v2", v2.smtp, smtp, "send-proxy-v2"),
-            ("imap_v2", v2.imap, imap, "send-proxy-v2"),
-        ] {
-            cfg.push_str(&format!(
-                "frontend {name}\n    bind {front}\n    default_backend {name}\n\
-                 backend {name}\n    server s {backend} {send}\n"
-            ));
-        }
-        let cfg_path = dir.path().join("haproxy.cfg");
-        fs::write(&cfg_path, cfg).unwrap();
-        let log = fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-f")
-            .arg(&cfg_path)
-            .arg("-db")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("spawn haproxy: {e}"))?;
-        let mut h = HaProxy { child, dir, v1, v2 };
-        // Ready when every frontend answers with its backend's greeting
-        // (these probes come from 127.0.0.1, which the test never follows).
-        let end = Instant::now() + Duration::from_secs(20);
-        for (front, greeting) in [
-            (v1.smtp, "220"),
-            (v1.imap, "* OK"),
-            (v2.smtp, "220"),
-            (v2.imap, "* OK"),
-        ] {
-            let left = end.saturating_duration_since(Instant::now());
-            if !wait_for_greeting(front, greeting, left) {
-                let _ = h.child.try_wait();
-                return Err(format!("frontend {front} not ready: {}", h.log()));
-            }
-        }
-        Ok(h)
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for HaProxy {
-    fn drop(&mut self) {
-        support::upstreams::terminate(&mut self.child, Duration::from_secs(5));
-    }
+/// HAProxy in front of mailshare's SMTP and IMAP listeners, sending PROXY
+/// v1 on one pair of frontends and v2 on the other.
+fn haproxy(smtp: SocketAddr, imap: SocketAddr) -> (HaProxy, Fronts, Fronts) {
+    let route = |name, backend, server_options, greeting| Route {
+        name,
+        backend,
+        server_options,
+        greeting,
+    };
+    let ha = HaProxy::start(
+        &[
+            route("smtp_v1", smtp, "send-proxy", "220"),
+            route("imap_v1", imap, "send-proxy", "* OK"),
+            route("smtp_v2", smtp, "send-proxy-v2", "220"),
+            route("imap_v2", imap, "send-proxy-v2", "* OK"),
+        ],
+        200,
+    );
+    let f = ha.fronts.clone();
+    let v1 = Fronts {
+        smtp: f[0],
+        imap: f[1],
+    };
+    let v2 = Fronts {
+        smtp: f[2],
+        imap: f[3],
+    };
+    (ha, v1, v2)
 }
 
 /// mailshare's JSON log lines so far.
@@ -328,8 +263,8 @@ fn proxy_protocol_v1_and_v2_through_haproxy() {
     spec.admin = true;
     spec.log_level = "info";
     let mut ms = Binary::start(&spec, &[]);
-    let ha = HaProxy::start(ms.addrs[0], ms.imap_addrs[0]);
-    for (version, front) in [("v1", ha.v1), ("v2", ha.v2)] {
+    let (ha, v1, v2) = haproxy(ms.addrs[0], ms.imap_addrs[0]);
+    for (version, front) in [("v1", v1), ("v2", v2)] {
         smtp_through(&ms, &up, version, front.smtp);
         imap_through(&ms, front.imap);
     }

@@ -4,6 +4,7 @@
 //! Include with `mod support;` from a test crate.
 #![allow(dead_code)]
 
+pub mod haproxy;
 pub mod server;
 pub mod upstreams;
 
