@@ -13,10 +13,15 @@
 //! Env: MAILSHARE_BENCH_MB (corpus size, default 256), MAILSHARE_BENCH_ROUNDS
 //! (default 3), MAILSHARE_BENCH_TLS (0 to skip the TLS comparison),
 //! MAILSHARE_BENCH_PHASES (default `alice,dave,tls`: capture on, capture
-//! off, TLS; `first`: only the first, capturing fetch).
+//! off, TLS; `first`: only the first, capturing fetch),
+//! MAILSHARE_BENCH_REFERENCE (default 1: the plaintext rounds also run
+//! through HAProxy in `mode tcp` to the same Dovecot, a relay that parses
+//! nothing: how much any proxy costs on this machine).
 
 #[path = "support/corpus.rs"]
 mod corpus;
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/imap_support/mod.rs"]
 mod imap_support;
 #[path = "../tests/support/mod.rs"]
@@ -28,6 +33,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::haproxy::{HaProxy, Route};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -162,41 +168,60 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// A relay measured against direct Dovecot in the same rounds: its
+/// address and a CPU reading of it.
+struct Via<'a> {
+    name: &'static str,
+    addr: SocketAddr,
+    cpu: &'a dyn Fn() -> f64,
+}
+
 fn compare(
     label: &str,
     direct: SocketAddr,
-    proxied: SocketAddr,
+    vias: &[Via<'_>],
     tls: Option<&Arc<rustls::ClientConfig>>,
     clients: usize,
     rounds: usize,
     user: &'static str,
 ) {
-    let (mut d, mut p) = (Vec::new(), Vec::new());
+    let mut d = Vec::new();
+    let mut p: Vec<Vec<f64>> = vec![Vec::new(); vias.len()];
+    let mut cpu = vec![0.0; vias.len()];
     let (mut bytes, mut msgs) = (0, 0);
-    let mut cpu = 0.0;
     for _ in 0..rounds {
         let (s, b, m) = round(direct, tls, clients, user);
         d.push(s);
         bytes = b;
         msgs = m;
-        let c0 = proxy_cpu_secs();
-        let (s, b, m) = round(proxied, tls, clients, user);
-        cpu += proxy_cpu_secs() - c0;
-        assert_eq!((b, m), (bytes, msgs), "the proxy delivered everything");
-        p.push(s);
+        for (i, via) in vias.iter().enumerate() {
+            let c0 = (via.cpu)();
+            let (s, b, m) = round(via.addr, tls, clients, user);
+            cpu[i] += (via.cpu)() - c0;
+            assert_eq!((b, m), (bytes, msgs), "{} delivered everything", via.name);
+            p[i].push(s);
+        }
     }
-    let cpu_per_gb = cpu / (bytes as f64 * rounds as f64 / 1e9);
-    let (d, p) = (median(d), median(p));
+    let d = median(d);
     let mb = bytes as f64 / 1e6;
-    println!(
-        "{label:<44} clients {clients}: direct {:7.1} MB/s {:7.0} msg/s | mailshare {:7.1} MB/s {:7.0} msg/s | ratio {:.2} | mailshare CPU {:.2} s/GB",
+    let mut line = format!(
+        "{label:<44} clients {clients}: direct {:7.1} MB/s {:7.0} msg/s",
         mb / d,
-        msgs as f64 / d,
-        mb / p,
-        msgs as f64 / p,
-        d / p,
-        cpu_per_gb
+        msgs as f64 / d
     );
+    for (i, via) in vias.iter().enumerate() {
+        let s = median(std::mem::take(&mut p[i]));
+        let cpu_per_gb = cpu[i] / (bytes as f64 * rounds as f64 / 1e9);
+        line.push_str(&format!(
+            " | {} {:7.1} MB/s {:7.0} msg/s ratio {:.2} CPU {:.2} s/GB",
+            via.name,
+            mb / s,
+            msgs as f64 / s,
+            d / s,
+            cpu_per_gb
+        ));
+    }
+    println!("{line}");
 }
 
 fn main() {
@@ -209,6 +234,7 @@ fn main() {
     let phases =
         std::env::var("MAILSHARE_BENCH_PHASES").unwrap_or_else(|_| "alice,dave,tls".into());
     let phase = |p: &str| phases.split(',').any(|x| x == p);
+    let reference = env_usize("MAILSHARE_BENCH_REFERENCE", 1) != 0;
     let p = Proxied::start(Options {
         dovecot_tls: tls_too,
         ..Options::default()
@@ -233,11 +259,41 @@ fn main() {
             m as f64 / s
         );
     }
+    // The reference: HAProxy relaying TCP to the same Dovecot (it parses
+    // nothing, splices), measured in the same rounds.
+    let haproxy = reference.then(|| {
+        HaProxy::start(
+            &[Route {
+                name: "imap",
+                backend: p.up.imap,
+                server_options: "",
+                greeting: "* OK",
+            }],
+            64,
+        )
+    });
+    let haproxy_cpu = || {
+        haproxy
+            .as_ref()
+            .map_or(0.0, |h| cpu::cpu_seconds(Some(h.pid())))
+    };
+    let mut plain = vec![Via {
+        name: "mailshare",
+        addr: p.plain,
+        cpu: &proxy_cpu_secs,
+    }];
+    if let Some(h) = &haproxy {
+        plain.push(Via {
+            name: "haproxy",
+            addr: h.fronts[0],
+            cpu: &haproxy_cpu,
+        });
+    }
     for clients in [1, 8].into_iter().filter(|_| phase("alice")) {
         compare(
             "plaintext, capture on (alice)",
             p.up.imap,
-            p.plain,
+            &plain,
             None,
             clients,
             rounds,
@@ -248,7 +304,7 @@ fn main() {
         compare(
             "plaintext, not captured (dave: removed)",
             p.up.imap,
-            p.plain,
+            &plain,
             None,
             clients,
             rounds,
@@ -261,7 +317,11 @@ fn main() {
             compare(
                 "TLS: Dovecot IMAPS vs mailshare implicit TLS",
                 p.up.imaps,
-                p.implicit,
+                &[Via {
+                    name: "mailshare",
+                    addr: p.implicit,
+                    cpu: &proxy_cpu_secs,
+                }],
                 Some(&tls),
                 clients,
                 rounds,
