@@ -110,6 +110,12 @@ impl FetchState {
         self.current.as_mut().and_then(|(_, t)| t.as_mut())
     }
 
+    /// The rest of the current literal is needed neither by a tee nor by
+    /// the skeleton: it may bypass this state (and the process).
+    pub fn literal_unneeded(&self) -> bool {
+        !self.keep_literal && !matches!(self.current, Some((_, Some(_))))
+    }
+
     /// Literal bytes.
     pub fn literal(&mut self, bytes: &[u8]) {
         if self.keep_literal {

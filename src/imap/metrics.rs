@@ -32,6 +32,8 @@ pub struct ImapMetrics {
     pub sessions: IntCounterVec,
     /// Bytes relayed, by direction (`client_to_upstream`, `upstream_to_client`).
     pub bytes: IntCounterVec,
+    /// Of the bytes relayed to clients, those spliced in the kernel.
+    pub spliced_bytes: IntCounter,
     /// Client commands after login, by command.
     pub commands: IntCounterVec,
     /// From forwarding a command to its tagged response, by command.
@@ -95,8 +97,16 @@ impl ImapMetrics {
         .expect("valid metric");
         r.register(Box::new(shutdown_byes.clone()))
             .expect("unique metric");
+        let spliced_bytes = IntCounter::new(
+            "mailshare_imap_spliced_bytes_total",
+            "Of the bytes relayed to IMAP clients, those moved by splice(2) without a copy (uncaptured literals, plain TCP legs).",
+        )
+        .expect("valid metric");
+        r.register(Box::new(spliced_bytes.clone()))
+            .expect("unique metric");
         ImapMetrics {
             sessions_open,
+            spliced_bytes,
             sessions: counter_vec(
                 r,
                 "mailshare_imap_sessions_total",

@@ -43,6 +43,7 @@ use crate::config::{Limits, Listener, ProxyConfig, TlsMode};
 use crate::engine::policy::UserStatus;
 use crate::gateway::Gateway;
 use crate::net::listener::{self, Accepted, IpLimiter, ListenerOptions, Refusal};
+use crate::net::splice::SplicePair;
 use crate::net::tls::ServerTls;
 use crate::shutdown::{Drain, Shutdown};
 use capture::{CaptureQueue, SessionCapture};
@@ -295,6 +296,13 @@ impl Proxy {
             ))
         });
         let (upstream, upstream_pending) = upstream.into_parts();
+        // Both legs plain TCP: large literals nothing looks at are spliced.
+        let splice = match (upstream.plain(), client.plain()) {
+            (Some(u), Some(c)) => SplicePair::new(u, c)
+                .inspect_err(|e| tracing::debug!(error = %e, "no splice for this session"))
+                .ok(),
+            _ => None,
+        };
         let options = RelayOptions {
             max_line: self.options.max_line,
             max_literal: self.options.max_literal,
@@ -312,6 +320,7 @@ impl Proxy {
             capture,
             self.metrics.clone(),
             self.shutdown.clone(),
+            splice,
         )
         .await;
         crate::net::listener::record_end(end.label());

@@ -145,6 +145,17 @@ impl Scanner {
         }
     }
 
+    /// `n` bytes of the current literal went past the scanner (spliced):
+    /// the next [`Scanner::step`] goes on after them (a literal thus
+    /// finished yields its `Literal { end: true }` step, of length 0).
+    pub fn literal_consumed(&mut self, n: u64) {
+        if let State::Literal { remaining } = self.state {
+            self.state = State::Literal {
+                remaining: remaining.saturating_sub(n),
+            };
+        }
+    }
+
     /// Bytes of the current line seen so far.
     pub fn line_len(&self) -> u64 {
         self.line_len

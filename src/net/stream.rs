@@ -20,6 +20,14 @@ impl<T> MaybeTls<T> {
     pub fn is_tls(&self) -> bool {
         matches!(self, MaybeTls::Tls(_))
     }
+
+    /// The socket, when the stream is plain TCP.
+    pub fn plain(&self) -> Option<&TcpStream> {
+        match self {
+            MaybeTls::Plain(s) => Some(s),
+            MaybeTls::Tls(_) => None,
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
