@@ -14,6 +14,7 @@
 //! (default 3), MAILSHARE_BENCH_TLS (0 to skip the TLS comparison),
 //! MAILSHARE_BENCH_PHASES (default `alice,dave,tls`: capture on, capture
 //! off, TLS; `first`: only the first, capturing fetch),
+//! MAILSHARE_BENCH_CLIENTS (default `1,8`: the concurrencies),
 //! MAILSHARE_BENCH_REFERENCE (default 1: the plaintext rounds also run
 //! through HAProxy in `mode tcp` to the same Dovecot, a relay that parses
 //! nothing: how much any proxy costs on this machine).
@@ -163,6 +164,36 @@ fn proxy_cpu_secs() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// (busy, total) jiffies of the whole machine so far (`/proc/stat`).
+fn machine_jiffies() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    // idle and iowait
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// `round` with the share of the machine's CPU time that was busy.
+fn timed_round(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    clients: usize,
+    user: &'static str,
+) -> (f64, u64, u64, f64) {
+    let (b0, t0) = machine_jiffies();
+    let (s, b, m) = round(addr, tls, clients, user);
+    let (b1, t1) = machine_jiffies();
+    (s, b, m, (b1 - b0) as f64 / (t1 - t0).max(1) as f64)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -188,15 +219,19 @@ fn compare(
     let mut d = Vec::new();
     let mut p: Vec<Vec<f64>> = vec![Vec::new(); vias.len()];
     let mut cpu = vec![0.0; vias.len()];
+    let mut busy = vec![0.0; vias.len()];
+    let mut direct_busy = 0.0;
     let (mut bytes, mut msgs) = (0, 0);
     for _ in 0..rounds {
-        let (s, b, m) = round(direct, tls, clients, user);
+        let (s, b, m, u) = timed_round(direct, tls, clients, user);
         d.push(s);
+        direct_busy += u / rounds as f64;
         bytes = b;
         msgs = m;
         for (i, via) in vias.iter().enumerate() {
             let c0 = (via.cpu)();
-            let (s, b, m) = round(via.addr, tls, clients, user);
+            let (s, b, m, u) = timed_round(via.addr, tls, clients, user);
+            busy[i] += u / rounds as f64;
             cpu[i] += (via.cpu)() - c0;
             assert_eq!((b, m), (bytes, msgs), "{} delivered everything", via.name);
             p[i].push(s);
@@ -205,20 +240,22 @@ fn compare(
     let d = median(d);
     let mb = bytes as f64 / 1e6;
     let mut line = format!(
-        "{label:<44} clients {clients}: direct {:7.1} MB/s {:7.0} msg/s",
+        "{label:<44} clients {clients}: direct {:7.1} MB/s {:7.0} msg/s (machine {:.0}% busy)",
         mb / d,
-        msgs as f64 / d
+        msgs as f64 / d,
+        direct_busy * 100.0
     );
     for (i, via) in vias.iter().enumerate() {
         let s = median(std::mem::take(&mut p[i]));
         let cpu_per_gb = cpu[i] / (bytes as f64 * rounds as f64 / 1e9);
         line.push_str(&format!(
-            " | {} {:7.1} MB/s {:7.0} msg/s ratio {:.2} CPU {:.2} s/GB",
+            " | {} {:7.1} MB/s {:7.0} msg/s ratio {:.2} CPU {:.2} s/GB ({:.0}% busy)",
             via.name,
             mb / s,
             msgs as f64 / s,
             d / s,
-            cpu_per_gb
+            cpu_per_gb,
+            busy[i] * 100.0
         ));
     }
     println!("{line}");
@@ -235,6 +272,11 @@ fn main() {
         std::env::var("MAILSHARE_BENCH_PHASES").unwrap_or_else(|_| "alice,dave,tls".into());
     let phase = |p: &str| phases.split(',').any(|x| x == p);
     let reference = env_usize("MAILSHARE_BENCH_REFERENCE", 1) != 0;
+    let concurrency: Vec<usize> = std::env::var("MAILSHARE_BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,8".into())
+        .split(',')
+        .filter_map(|c| c.trim().parse().ok())
+        .collect();
     let p = Proxied::start(Options {
         dovecot_tls: tls_too,
         ..Options::default()
@@ -289,7 +331,7 @@ fn main() {
             cpu: &haproxy_cpu,
         });
     }
-    for clients in [1, 8].into_iter().filter(|_| phase("alice")) {
+    for &clients in concurrency.iter().filter(|_| phase("alice")) {
         compare(
             "plaintext, capture on (alice)",
             p.up.imap,
@@ -300,7 +342,7 @@ fn main() {
             "alice",
         );
     }
-    for clients in [1, 8].into_iter().filter(|_| phase("dave")) {
+    for &clients in concurrency.iter().filter(|_| phase("dave")) {
         compare(
             "plaintext, not captured (dave: removed)",
             p.up.imap,
@@ -313,7 +355,7 @@ fn main() {
     }
     if tls_too && phase("tls") {
         let tls = tls_config();
-        for clients in [1, 8] {
+        for &clients in &concurrency {
             compare(
                 "TLS: Dovecot IMAPS vs mailshare implicit TLS",
                 p.up.imaps,

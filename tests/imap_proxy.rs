@@ -748,3 +748,132 @@ fn an_exhausted_capture_budget_pauses_imap_and_is_counted() {
     poll("the budget is released", &|| used() == 0.0);
     assert_eq!(waited(), 1.0);
 }
+
+/// The untagged responses to `f FETCH 1:* (UID BODY.PEEK[])` as raw
+/// bytes, literals included, through `addr`.
+fn fetch_raw(addr: std::net::SocketAddr, user: &str) -> Vec<u8> {
+    use std::io::BufRead;
+    let mut c = Raw::login(addr, user);
+    c.send(b"s SELECT INBOX\r\n");
+    c.until("s");
+    c.send(b"f FETCH 1:* (UID BODY.PEEK[])\r\n");
+    let mut out = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        c.r.read_until(b'\n', &mut line).expect("a line");
+        assert!(!line.is_empty(), "closed after {} bytes", out.len());
+        if line.starts_with(b"f ") {
+            // Dovecot's text times the command: left out of the comparison.
+            assert!(
+                line.starts_with(b"f OK"),
+                "{}",
+                String::from_utf8_lossy(&line)
+            );
+            return out;
+        }
+        out.extend_from_slice(&line);
+        if let Some(n) = imap_support::literal_size(&String::from_utf8_lossy(&line)) {
+            let at = out.len();
+            out.resize(at + n, 0);
+            c.r.read_exact(&mut out[at..]).expect("the literal");
+        }
+    }
+}
+
+/// Asserts `got == want`, showing where they part.
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let at = got
+        .iter()
+        .zip(want)
+        .position(|(a, b)| a != b)
+        .unwrap_or(got.len().min(want.len()));
+    let show = |b: &[u8]| {
+        String::from_utf8_lossy(&b[at.saturating_sub(80)..(at + 80).min(b.len())]).into_owned()
+    };
+    panic!(
+        "{what}: {} bytes vs Dovecot's {}, first difference at {at}:\n{:?}\nvs\n{:?}",
+        got.len(),
+        want.len(),
+        show(got),
+        show(want)
+    );
+}
+
+/// Large literals nothing needs to see are spliced (plaintext legs): a
+/// re-fetch of messages already captured, and any fetch of a user who is
+/// not captured. The client still gets exactly Dovecot's bytes, the
+/// responses after a spliced literal are framed as before, and the first
+/// fetch of a captured user is still teed and captured.
+#[test]
+fn uncaptured_literals_are_spliced_and_arrive_unchanged() {
+    let p = Proxied::start(Options::default());
+    let body = |seed: usize, n: usize| -> String {
+        (0..n / 64)
+            .map(|i| format!("{:063}\n", i * 31 + seed).replace('\n', "\r\n"))
+            .collect::<String>()
+    };
+    let messages: Vec<Vec<u8>> = vec![
+        mail(
+            "splice-1@client-a.example",
+            "bob@client-a.example",
+            "alice@acme.example",
+            "Large one",
+            &body(1, 3 << 20),
+        ),
+        mail(
+            "splice-2@client-a.example",
+            "bob@client-a.example",
+            "alice@acme.example",
+            "Small one",
+            "short",
+        ),
+        mail(
+            "splice-3@client-a.example",
+            "bob@client-a.example",
+            "alice@acme.example",
+            "Large two",
+            &body(2, 700 << 10),
+        ),
+    ];
+    append_direct(&p.up, "alice", "INBOX", &messages);
+    append_direct(&p.up, "dave", "INBOX", &messages);
+    let spliced = || p.metric("mailshare_imap_spliced_bytes_total", &[]);
+
+    // alice is captured: the first fetch tees every message.
+    let direct = fetch_raw(p.up.imap, "alice");
+    let first = fetch_raw(p.plain, "alice");
+    assert_same(&first, &direct, "first fetch");
+    for id in ["splice-1@client-a.example", "splice-3@client-a.example"] {
+        assert!(
+            p.wait_for_record(id, DEADLINE).is_some(),
+            "{id} not captured"
+        );
+    }
+    let after_first = spliced();
+    assert!(
+        after_first < 64.0 * 1024.0,
+        "the capturing fetch spliced {after_first} bytes"
+    );
+
+    // The re-fetch: known messages, spliced after their header blocks.
+    let again = fetch_raw(p.plain, "alice");
+    assert_same(&again, &direct, "re-fetch");
+    let refetch = spliced() - after_first;
+    assert!(
+        refetch > 3.0 * 1024.0 * 1024.0,
+        "re-fetch spliced only {refetch} bytes"
+    );
+
+    // dave is not captured: spliced from the first fetch on.
+    let direct = fetch_raw(p.up.imap, "dave");
+    let before = spliced();
+    let proxied = fetch_raw(p.plain, "dave");
+    assert!(
+        proxied == direct,
+        "dave's fetch differs from Dovecot's bytes"
+    );
+    assert!(spliced() - before > 3.0 * 1024.0 * 1024.0);
+}

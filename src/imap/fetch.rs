@@ -110,10 +110,15 @@ impl FetchState {
         self.current.as_mut().and_then(|(_, t)| t.as_mut())
     }
 
-    /// The rest of the current literal is needed neither by a tee nor by
-    /// the skeleton: it may bypass this state (and the process).
+    /// The rest of the current literal is needed neither by a tee (none,
+    /// or a head-only copy already full and looked at) nor by the
+    /// skeleton: it may bypass this state (and the process).
     pub fn literal_unneeded(&self) -> bool {
-        !self.keep_literal && !matches!(self.current, Some((_, Some(_))))
+        !self.keep_literal
+            && match &self.current {
+                Some((_, Some(tee))) => tee.wants() == 0 && tee.checked,
+                _ => true,
+            }
     }
 
     /// Literal bytes.
