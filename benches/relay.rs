@@ -11,9 +11,16 @@
 //! Dovecot relays to an smtp-sink that does not write messages to disk (the
 //! test harness' dumping sink would dominate), on loopback; everything
 //! shares the machine's cores. Run: `cargo bench --bench relay`.
+//!
+//! A reference runs in the same rounds unless `BENCH_REFERENCE=0`: HAProxy
+//! in `mode tcp` in front of the same Dovecot, a relay that parses and
+//! stores nothing (columns `ha/s`, `ha ratio`): what a second TCP hop alone
+//! costs on this machine.
 
 #[path = "support/cpu.rs"]
 mod cpu;
+#[path = "../tests/support/haproxy.rs"]
+mod haproxy;
 #[path = "../tests/support/upstreams.rs"]
 mod upstreams;
 
@@ -303,6 +310,17 @@ fn main() {
     );
     let dir = tempfile::tempdir().unwrap();
     let (ms, proxy) = start_mailshare(dir.path(), up.submission);
+    let reference = (std::env::var("BENCH_REFERENCE").as_deref() != Ok("0")).then(|| {
+        haproxy::HaProxy::start(
+            &[haproxy::Route {
+                name: "submission",
+                backend: up.submission,
+                server_options: "",
+                greeting: "220",
+            }],
+            1024,
+        )
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -313,7 +331,7 @@ fn main() {
         load_average()
     );
     println!(
-        "{:<24} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "{:<24} {:>9} {:>9} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8}",
         "cell",
         "direct/s",
         "proxy/s",
@@ -323,7 +341,10 @@ fn main() {
         "p50 p ms",
         "p99 d ms",
         "p99 p ms",
-        "cpu ms/msg"
+        "cpu ms/msg",
+        "ha/s",
+        "ha ratio",
+        "p50 h ms"
     );
     let mut id = 1u64;
     for per_message in [false, true] {
@@ -339,8 +360,9 @@ fn main() {
                 }
                 // Rounds alternate direct and proxy, so drift in the machine's
                 // load (it is shared) hits both; rates are the median round.
-                let (mut d, mut p) = (Outcome::default(), Outcome::default());
-                let (mut d_rates, mut p_rates) = (Vec::new(), Vec::new());
+                let (mut d, mut p, mut h) =
+                    (Outcome::default(), Outcome::default(), Outcome::default());
+                let (mut d_rates, mut p_rates, mut h_rates) = (Vec::new(), Vec::new(), Vec::new());
                 let mut cpu = 0.0;
                 for _ in 0..rounds {
                     let o = rt.block_on(run_cell(
@@ -360,10 +382,28 @@ fn main() {
                     id += 1_000_000_000;
                     p_rates.push(o.rate());
                     p.absorb(o);
+                    if let Some(ha) = &reference {
+                        let o = rt.block_on(run_cell(
+                            ha.fronts[0],
+                            concurrency,
+                            size,
+                            per_message,
+                            secs,
+                            id,
+                        ));
+                        id += 1_000_000_000;
+                        h_rates.push(o.rate());
+                        h.absorb(o);
+                    }
                 }
                 let (dr, pr) = (median(&mut d_rates), median(&mut p_rates));
+                let hr = if h_rates.is_empty() {
+                    f64::NAN
+                } else {
+                    median(&mut h_rates)
+                };
                 println!(
-                    "{:<24} {:>9.1} {:>9.1} {:>6.3} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.3}",
+                    "{:<24} {:>9.1} {:>9.1} {:>6.3} {:>8.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>9.3} {:>9.1} {:>8.3} {:>8.2}",
                     name,
                     dr,
                     pr,
@@ -374,6 +414,9 @@ fn main() {
                     d.pct(0.99),
                     p.pct(0.99),
                     cpu * 1000.0 / p.messages.max(1) as f64,
+                    hr,
+                    hr / dr,
+                    h.pct(0.5),
                 );
                 if std::env::var("BENCH_DEBUG").is_ok() {
                     eprintln!("  direct p90 {:.2} p999 {:.2} max {:.2}; proxy p90 {:.2} p999 {:.2} max {:.2}", d.pct(0.9), d.pct(0.999), d.pct(1.0), p.pct(0.9), p.pct(0.999), p.pct(1.0));
@@ -382,6 +425,7 @@ fn main() {
         }
     }
     println!("load average at the end: {}", load_average());
+    drop(reference);
     stop(ms);
     let mut sink = sink;
     let _ = Command::new("kill")

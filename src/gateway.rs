@@ -238,6 +238,41 @@ impl Gateway {
         headers_only_size: Option<u64>,
         now: i64,
     ) -> Result<IngestOutcome, (IngestError, Vec<u8>)> {
+        match self.capture_gated(job, headers_only_size, now, None).await {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => Err((
+                IngestError::Panicked("a capture without a verdict was refused".into()),
+                Vec::new(),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Like [`capture_or_return`](Self::capture_or_return) for a message
+    /// whose acceptance is not known yet ([`ingest::ingest_when`]): it is
+    /// parsed and its blob files written now; `accepted` then says whether
+    /// to store it (a dropped sender, or no word within `wait`, says no).
+    /// `Ok(None)`: not accepted, nothing stored. Holds a blocking thread
+    /// until the verdict comes.
+    pub async fn capture_when(
+        &self,
+        job: CaptureJob,
+        headers_only_size: Option<u64>,
+        now: i64,
+        accepted: std::sync::mpsc::Receiver<bool>,
+        wait: std::time::Duration,
+    ) -> Result<Option<IngestOutcome>, (IngestError, Vec<u8>)> {
+        self.capture_gated(job, headers_only_size, now, Some((accepted, wait)))
+            .await
+    }
+
+    async fn capture_gated(
+        &self,
+        job: CaptureJob,
+        headers_only_size: Option<u64>,
+        now: i64,
+        accepted: Option<(std::sync::mpsc::Receiver<bool>, std::time::Duration)>,
+    ) -> Result<Option<IngestOutcome>, (IngestError, Vec<u8>)> {
         let store = self.store.clone();
         let policy = self.policy.current();
         let max = self.max_capture_bytes();
@@ -252,23 +287,56 @@ impl Gateway {
                 max_capture_bytes: max,
                 durability: Durability::Wait,
             };
-            let result = match headers_only_size {
-                Some(size) => ingest::ingest_headers(store.as_ref(), &policy, &job.raw, size, &req),
-                None => ingest::ingest(store.as_ref(), &policy, &job.raw, &req),
+            // The wait for the verdict is not the capture's time.
+            let mut waited = std::time::Duration::ZERO;
+            let result = match accepted {
+                Some((rx, wait)) => {
+                    let mut verdict = || {
+                        let t = Instant::now();
+                        let yes = rx.recv_timeout(wait) == Ok(true);
+                        waited += t.elapsed();
+                        yes
+                    };
+                    ingest::ingest_when(
+                        store.as_ref(),
+                        &policy,
+                        &job.raw,
+                        headers_only_size,
+                        &req,
+                        &mut verdict,
+                    )
+                }
+                None => match headers_only_size {
+                    Some(size) => {
+                        ingest::ingest_headers(store.as_ref(), &policy, &job.raw, size, &req)
+                    }
+                    None => ingest::ingest(store.as_ref(), &policy, &job.raw, &req),
+                }
+                .map(Some),
             };
-            (result, job.raw)
+            (result, job.raw, waited)
         })
         .await;
-        let (result, raw) = match joined {
-            Ok((r, raw)) => (r, raw),
-            Err(e) => (Err(IngestError::Panicked(e.to_string())), Vec::new()),
+        let (result, raw, waited) = match joined {
+            Ok(r) => r,
+            Err(e) => (
+                Err(IngestError::Panicked(e.to_string())),
+                Vec::new(),
+                std::time::Duration::ZERO,
+            ),
+        };
+        let result = match result {
+            // Not accepted: no capture to count or time.
+            Ok(None) => return Ok(None),
+            Ok(Some(o)) => Ok(o),
+            Err(e) => Err(e),
         };
         self.metrics
             .capture_seconds
             .with_label_values(&[protocol])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(started.elapsed().saturating_sub(waited).as_secs_f64());
         self.count(protocol, &result);
-        result.map_err(|e| (e, raw))
+        result.map(Some).map_err(|e| (e, raw))
     }
 
     /// Count one capture outcome in the metrics.

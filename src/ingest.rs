@@ -100,23 +100,7 @@ pub fn ingest(
     raw: &[u8],
     req: &IngestRequest<'_>,
 ) -> Result<IngestOutcome, IngestError> {
-    if raw.len() > req.max_capture_bytes {
-        let facts = mail::parse_headers(raw, req.envelope_recipients)?;
-        return capture(store, policy, &facts, None, req, true);
-    }
-    let parsed = match mail::parse(raw) {
-        Ok(p) => p,
-        // The full parser gave up on a hostile MIME tree (panic contained,
-        // or nesting too deep): what the headers say is still captured.
-        Err(mail::ParseError::ParserPanicked | mail::ParseError::TooDeep) => {
-            let facts = mail::parse_headers(raw, req.envelope_recipients)?;
-            return capture(store, policy, &facts, None, req, true);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let facts = parsed.facts(req.envelope_recipients);
-    let content = parsed.content();
-    capture(store, policy, &facts, Some(&content), req, false)
+    settled(ingest_gated(store, policy, raw, None, req, Gate::Open))
 }
 
 /// Capture one message from its header block alone: `head` holds at least
@@ -129,9 +113,90 @@ pub fn ingest_headers(
     size: u64,
     req: &IngestRequest<'_>,
 ) -> Result<IngestOutcome, IngestError> {
-    let mut facts = mail::parse_headers(head, req.envelope_recipients)?;
-    facts.size = size;
-    capture(store, policy, &facts, None, req, true)
+    settled(ingest_gated(
+        store,
+        policy,
+        head,
+        Some(size),
+        req,
+        Gate::Open,
+    ))
+}
+
+/// Like [`ingest`] (or [`ingest_headers`] with `headers_only_size`), for a
+/// message whose acceptance is not known yet: an SMTP upstream is still
+/// considering it. Parsing, the decision and writing the content's blob
+/// files (none referenced yet) happen first; then `accepted` is asked, and
+/// only on `true` is the capture stored. `Ok(None)`: not accepted, nothing
+/// stored, the blob files released.
+pub fn ingest_when(
+    store: &dyn Store,
+    policy: &Policy,
+    raw: &[u8],
+    headers_only_size: Option<u64>,
+    req: &IngestRequest<'_>,
+    accepted: &mut dyn FnMut() -> bool,
+) -> Result<Option<IngestOutcome>, IngestError> {
+    ingest_gated(
+        store,
+        policy,
+        raw,
+        headers_only_size,
+        req,
+        Gate::Verdict(accepted),
+    )
+}
+
+/// Whether a capture waits for a verdict before its store write.
+enum Gate<'v> {
+    Open,
+    Verdict(&'v mut dyn FnMut() -> bool),
+}
+
+impl Gate<'_> {
+    fn accepted(&mut self) -> bool {
+        match self {
+            Gate::Open => true,
+            Gate::Verdict(f) => f(),
+        }
+    }
+}
+
+/// An open gate always stores or skips.
+fn settled(r: Result<Option<IngestOutcome>, IngestError>) -> Result<IngestOutcome, IngestError> {
+    r?.ok_or_else(|| IngestError::Panicked("a capture without a verdict was refused".into()))
+}
+
+fn ingest_gated(
+    store: &dyn Store,
+    policy: &Policy,
+    raw: &[u8],
+    headers_only_size: Option<u64>,
+    req: &IngestRequest<'_>,
+    gate: Gate<'_>,
+) -> Result<Option<IngestOutcome>, IngestError> {
+    if let Some(size) = headers_only_size {
+        let mut facts = mail::parse_headers(raw, req.envelope_recipients)?;
+        facts.size = size;
+        return capture(store, policy, &facts, None, req, true, gate);
+    }
+    if raw.len() > req.max_capture_bytes {
+        let facts = mail::parse_headers(raw, req.envelope_recipients)?;
+        return capture(store, policy, &facts, None, req, true, gate);
+    }
+    let parsed = match mail::parse(raw) {
+        Ok(p) => p,
+        // The full parser gave up on a hostile MIME tree (panic contained,
+        // or nesting too deep): what the headers say is still captured.
+        Err(mail::ParseError::ParserPanicked | mail::ParseError::TooDeep) => {
+            let facts = mail::parse_headers(raw, req.envelope_recipients)?;
+            return capture(store, policy, &facts, None, req, true, gate);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let facts = parsed.facts(req.envelope_recipients);
+    let content = parsed.content();
+    capture(store, policy, &facts, Some(&content), req, false, gate)
 }
 
 /// Capture the metadata in `facts` read from a header block alone (IMAP
@@ -144,7 +209,7 @@ pub fn ingest_facts(
     facts: &engine::MessageFacts,
     req: &IngestRequest<'_>,
 ) -> Result<IngestOutcome, IngestError> {
-    capture(store, policy, facts, None, req, true)
+    settled(capture(store, policy, facts, None, req, true, Gate::Open))
 }
 
 fn capture(
@@ -154,14 +219,32 @@ fn capture(
     content: Option<&engine::Content<'_>>,
     req: &IngestRequest<'_>,
     headers_only: bool,
-) -> Result<IngestOutcome, IngestError> {
+    mut gate: Gate<'_>,
+) -> Result<Option<IngestOutcome>, IngestError> {
     let copy = match engine::decide(policy, facts, req.owner, req.direction, req.now) {
-        Decision::Skip(reason) => return Ok(IngestOutcome::Skipped(reason)),
+        Decision::Skip(reason) => {
+            return Ok(gate.accepted().then_some(IngestOutcome::Skipped(reason)))
+        }
         Decision::Capture(c) if c.level == Level::Hidden && c.override_level.is_none() => {
-            return Ok(IngestOutcome::Skipped(c.reason));
+            return Ok(gate.accepted().then_some(IngestOutcome::Skipped(c.reason)));
         }
         Decision::Capture(c) => c,
     };
+    // Blob files first, while the verdict is pending (a failure here is
+    // met again, and reported, by the capture's own write).
+    let prewritten = match (&gate, content) {
+        (Gate::Verdict(_), Some(c)) => store.prewrite(facts, &copy, c).unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "writing blobs ahead failed");
+            None
+        }),
+        _ => None,
+    };
+    if !gate.accepted() {
+        if let Some(p) = prewritten {
+            store.release(p);
+        }
+        return Ok(None);
+    }
     let (level, reason) = (copy.level, copy.reason);
     let out = store.capture(
         policy,
@@ -171,14 +254,15 @@ fn capture(
             content,
             now: req.now,
             durability: req.durability,
+            prewritten,
         },
     )?;
-    Ok(IngestOutcome::Stored {
+    Ok(Some(IngestOutcome::Stored {
         id: out.id,
         level,
         reason,
         ceiling: out.ceiling,
         stored: out.stored,
         headers_only,
-    })
+    }))
 }

@@ -1221,3 +1221,109 @@ fn idle_and_login_deadlines_close_with_421() {
     assert!(last.starts_with("421 4.7.0 Login timeout"), "{last}");
     assert!(ms.metric("mailshare_smtp_rejects_total{reason=\"login_timeout\"}") >= 1.0);
 }
+
+/// A fake upstream that refuses the first message at its end of data
+/// (554) and accepts the second (250).
+fn refusing_upstream() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Some(Ok(s)) = l.incoming().next() else {
+            return;
+        };
+        let mut w = s.try_clone().unwrap();
+        let _ = w.write_all(b"220 refuser\r\n");
+        let mut r = std::io::BufReader::new(s);
+        let mut line = String::new();
+        let mut messages = 0;
+        let mut in_data = false;
+        while std::io::BufRead::read_line(&mut r, &mut line).unwrap_or(0) > 0 {
+            let reply: &[u8] = if in_data {
+                if line != ".\r\n" {
+                    line.clear();
+                    continue;
+                }
+                in_data = false;
+                messages += 1;
+                if messages == 1 {
+                    b"554 5.7.1 Refused by content policy\r\n"
+                } else {
+                    b"250 2.0.0 Ok: queued\r\n"
+                }
+            } else {
+                let cmd = line.to_ascii_uppercase();
+                if cmd.starts_with("EHLO") {
+                    b"250-refuser\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n"
+                } else if cmd.starts_with("AUTH") {
+                    b"235 2.7.0 ok\r\n"
+                } else if cmd.starts_with("DATA") {
+                    in_data = true;
+                    b"354 go\r\n"
+                } else if cmd.starts_with("QUIT") {
+                    let _ = w.write_all(b"221 bye\r\n");
+                    return;
+                } else {
+                    b"250 ok\r\n"
+                }
+            };
+            let _ = w.write_all(reply);
+            line.clear();
+        }
+    });
+    addr
+}
+
+/// The capture starts while upstream considers a message (parse, blob
+/// files); a message upstream refuses at its end of data leaves nothing in
+/// the store, not even its blob files, and the next one is captured.
+#[test]
+fn a_message_refused_at_end_of_data_leaves_nothing_captured() {
+    let _d = Deadline::new("refused_end_of_data", 60);
+    let ms = InProcess::start(&Spec::new(refusing_upstream(), vec![ListenerSpec::plain()]));
+    let mut c = LineClient::connect(ms.addrs[0]);
+    ehlo_auth(&mut c, "alice");
+    let blobs = ms.gateway.config.store.path.join("blobs");
+    let blob_count = || {
+        fs::read_dir(&blobs)
+            .unwrap()
+            .flatten()
+            .map(|d| fs::read_dir(d.path()).unwrap().count())
+            .sum::<usize>()
+    };
+    for (id, want) in [
+        ("refused@acme.example", "554 5.7.1"),
+        ("taken@acme.example", "250 2.0.0"),
+    ] {
+        c.send(b"MAIL FROM:<alice@acme.example>\r\nRCPT TO:<bob@client-a.example>\r\nDATA\r\n");
+        assert!(one(&mut c).starts_with("250"));
+        assert!(one(&mut c).starts_with("250"));
+        assert!(one(&mut c).starts_with("354"));
+        // Bodies differ, so each has a blob file of its own.
+        let m = message(id, "bob@client-a.example", "Refusal", Some("full"))
+            .replace("Hello,", &format!("Hello from {id},"));
+        c.send(m.as_bytes());
+        c.send(b".\r\n");
+        let reply = one(&mut c);
+        assert!(reply.starts_with(want), "{id}: {reply}");
+    }
+    let store = &ms.gateway.store;
+    assert!(store
+        .message(&engine::message_key("taken@acme.example"))
+        .unwrap()
+        .is_some());
+    assert!(store
+        .message(&engine::message_key("refused@acme.example"))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        ms.metric("mailshare_smtp_captures_ahead_total{result=\"started\"}"),
+        2.0
+    );
+    // The refused message's body blob goes with the next flushes; the
+    // accepted one's stays.
+    let end = Instant::now() + Duration::from_secs(10);
+    while blob_count() > 1 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(blob_count(), 1, "only the accepted message's body is kept");
+}

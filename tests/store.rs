@@ -650,6 +650,7 @@ fn capture_without_content_stores_below_full() {
                 content: None,
                 now: 0,
                 durability: Default::default(),
+                prewritten: None,
             },
         )
         .unwrap();
@@ -907,5 +908,101 @@ fn access_requests_are_listed_both_ways_and_approval_grants_up_to_the_ceiling() 
             .len(),
         2
     );
+    assert_consistent(&store);
+}
+
+/// Poll until `blob_files` satisfies `ok` (the flusher deletes released
+/// blobs after its next flush), for at most ten seconds.
+fn wait_for_blobs(dir: &Path, ok: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let files = blob_files(dir);
+        if ok(&files) || std::time::Instant::now() > end {
+            return files;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Blob files written ahead of a capture (while an SMTP upstream considers
+/// the message): used by the capture, deleted when released, and never
+/// deleted while in flight, even when a record that shared them lets go.
+#[test]
+fn prewritten_blobs_are_used_released_or_kept_while_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let logo = vec![9u8; 200_000];
+    let logo_sha = sha256_hex(&logo);
+
+    // Released: nothing refers to them, so they go.
+    let refused = Mail::new(
+        "r@acme.example",
+        1_700_000_000,
+        "carol@client.example",
+        "No",
+    )
+    .attach("x.bin", vec![1u8; 5000]);
+    let c = refused.content();
+    let pre = store
+        .prewrite(&refused.facts, &copy(ALICE, OUT, Level::Full), &c)
+        .unwrap()
+        .expect("content would be kept");
+    assert_eq!(
+        blob_files(dir.path()).len(),
+        2,
+        "text and attachment written ahead"
+    );
+    store.release(pre);
+    let left = wait_for_blobs(dir.path(), |f| f.is_empty());
+    assert!(left.is_empty(), "released blobs stay: {left:?}");
+    assert!(store.message(&refused.id()).unwrap().is_none());
+
+    // Used: the capture takes them as they are.
+    let a = Mail::new(
+        "a@acme.example",
+        1_700_000_100,
+        "carol@client.example",
+        "One",
+    )
+    .attach("logo.png", logo.clone());
+    let ca = a.content();
+    let pre = store
+        .prewrite(&a.facts, &copy(ALICE, OUT, Level::Full), &ca)
+        .unwrap();
+    let mut input = a.input(&ca, copy(ALICE, OUT, Level::Full));
+    input.prewritten = pre;
+    let out = store.capture(&p, input).unwrap();
+    assert_eq!(out.stored, Level::Full);
+    assert!(blob_files(dir.path()).contains(&logo_sha));
+
+    // In flight: b's logo is a's. a lets its content go (the logo's
+    // refcount falls to zero) while b's capture is pending: the file
+    // stays for b.
+    let b = Mail::new("b@acme.example", 1_700_000_200, "dave@other.example", "Two")
+        .attach("logo-copy.png", logo.clone());
+    let cb = b.content();
+    let pre = store
+        .prewrite(&b.facts, &copy(ALICE, OUT, Level::Full), &cb)
+        .unwrap();
+    store
+        .set_override(&p, &a.id(), ALICE, Level::Metadata)
+        .unwrap();
+    // A later durable write: its flush runs the deletions that are due.
+    let later = Mail::new("c@acme.example", 1_700_000_300, "erin@x.example", "Three");
+    let cl = later.content();
+    store
+        .capture(&p, later.input(&cl, copy(ALICE, OUT, Level::Full)))
+        .unwrap();
+    assert!(
+        blob_files(dir.path()).contains(&logo_sha),
+        "a blob in flight was deleted"
+    );
+    let mut input = b.input(&cb, copy(ALICE, OUT, Level::Full));
+    input.prewritten = pre;
+    assert_eq!(store.capture(&p, input).unwrap().stored, Level::Full);
+    let rec = store.message(&b.id()).unwrap().unwrap();
+    let logo_ref = &rec.content.as_ref().unwrap().attachments[0].blob;
+    assert_eq!(store.blob(&logo_ref.sha256).unwrap(), Some(logo));
     assert_consistent(&store);
 }

@@ -13,11 +13,11 @@ use super::ehlo;
 use super::reply::{Reply, ReplyError, ReplyReader};
 use super::session::{CaptureRequest, Effect, Event, Hooks, Options, Session, Timeout};
 use super::spool::{self, SpoolMeta};
-use super::Relay;
+use super::{Relay, SmtpMetrics};
 use crate::config::{Listener, TlsMode};
 use crate::engine::Direction;
 use crate::gateway::{CaptureJob, Gateway};
-use crate::ingest::IngestOutcome;
+use crate::ingest::{IngestError, IngestOutcome};
 use crate::net::listener::Accepted;
 use crate::net::stream::MaybeTls;
 use crate::shutdown::Shutdown;
@@ -297,30 +297,141 @@ fn message_id_of(raw: &[u8]) -> Option<String> {
         .map(|f| f.message_id)
 }
 
+/// What a failed capture needs to be spooled.
+struct SpoolInfo {
+    owner: String,
+    envelope_recipients: Vec<String>,
+    headers_only: Option<u64>,
+}
+
+/// The capture job of a request, and what spooling it would need.
+fn capture_job(req: CaptureRequest) -> (CaptureJob, SpoolInfo) {
+    let (raw, headers_only) = match req.message {
+        Collected::Full(b) => (b, None),
+        Collected::HeadersOnly { head, size } => (head, Some(size)),
+    };
+    let job = CaptureJob {
+        raw,
+        owner: req.owner.clone(),
+        direction: Direction::Outbound,
+        envelope_recipients: req.envelope_recipients.clone(),
+        protocol: "smtp",
+    };
+    let info = SpoolInfo {
+        owner: req.owner,
+        envelope_recipients: req.envelope_recipients,
+        headers_only,
+    };
+    (job, info)
+}
+
+type CaptureResult = Result<Option<IngestOutcome>, (IngestError, Vec<u8>)>;
+
+/// A message whose capture started before upstream's verdict
+/// ([`Effect::Prepare`]).
+enum Ahead {
+    /// Parsing and blob files under way on a blocking thread, which then
+    /// waits for the verdict.
+    Running {
+        verdict: std::sync::mpsc::SyncSender<bool>,
+        task: tokio::task::JoinHandle<CaptureResult>,
+        info: SpoolInfo,
+    },
+    /// No thread to spare: captured the usual way on [`Effect::Commit`].
+    Deferred(CaptureRequest),
+}
+
+/// How much longer than upstream's reply may take a prepared capture waits
+/// for the verdict (the session gives up on upstream first).
+const VERDICT_MARGIN: Duration = Duration::from_secs(10);
+
+/// Captures started ahead at once, gateway-wide: each holds a blocking
+/// thread until upstream's verdict.
+pub const MAX_CAPTURES_AHEAD: usize = 64;
+
 impl Relay {
     /// Capture one accepted message; on failure keep it in the spool.
     async fn capture(&self, req: CaptureRequest) {
-        let (raw, headers_only) = match req.message {
-            Collected::Full(b) => (b, None),
-            Collected::HeadersOnly { head, size } => (head, Some(size)),
-        };
-        let job = CaptureJob {
-            raw,
-            owner: req.owner.clone(),
-            direction: Direction::Outbound,
-            envelope_recipients: req.envelope_recipients.clone(),
-            protocol: "smtp",
-        };
-        match self
+        let (job, info) = capture_job(req);
+        let r = self
             .gateway
-            .capture_or_return(job, headers_only, unix_now())
+            .capture_or_return(job, info.headers_only, unix_now())
             .await
-        {
-            Ok(IngestOutcome::Stored { id, level, .. }) => {
+            .map(Some);
+        self.settle(r, info).await;
+    }
+
+    /// Start the capture of a message upstream is considering.
+    fn prepare(self: &Arc<Self>, req: CaptureRequest, wait: Duration) -> Ahead {
+        let Ok(permit) = self.captures_ahead.clone().try_acquire_owned() else {
+            self.metrics
+                .captures_ahead
+                .with_label_values(&["deferred"])
+                .inc();
+            return Ahead::Deferred(req);
+        };
+        self.metrics
+            .captures_ahead
+            .with_label_values(&["started"])
+            .inc();
+        let (verdict, accepted) = std::sync::mpsc::sync_channel(1);
+        let (job, info) = capture_job(req);
+        let relay = self.clone();
+        let headers_only = info.headers_only;
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            relay
+                .gateway
+                .capture_when(
+                    job,
+                    headers_only,
+                    unix_now(),
+                    accepted,
+                    wait + VERDICT_MARGIN,
+                )
+                .await
+        });
+        Ahead::Running {
+            verdict,
+            task,
+            info,
+        }
+    }
+
+    /// Upstream accepted the message prepared in `ahead`: finish its capture.
+    async fn commit(&self, ahead: Ahead) {
+        match ahead {
+            Ahead::Running {
+                verdict,
+                task,
+                info,
+            } => {
+                let _ = verdict.send(true);
+                let r = match task.await {
+                    Ok(r) => r,
+                    Err(e) => Err((IngestError::Panicked(e.to_string()), Vec::new())),
+                };
+                self.settle(r, info).await;
+            }
+            Ahead::Deferred(req) => self.capture(req).await,
+        }
+    }
+
+    /// Log, count, and spool a failed capture.
+    async fn settle(&self, result: CaptureResult, info: SpoolInfo) {
+        let headers_only = info.headers_only;
+        match result {
+            Ok(Some(IngestOutcome::Stored { id, level, .. })) => {
                 tracing::debug!(record = %id, level = %level, headers_only = headers_only.is_some(), "captured");
             }
-            Ok(IngestOutcome::Skipped(reason)) => {
+            Ok(Some(IngestOutcome::Skipped(reason))) => {
                 tracing::debug!(reason = reason.as_str(), "not captured");
+            }
+            Ok(None) => {
+                // Only for a verdict that never came (timed out): the
+                // message is spooled by nobody. Say so.
+                self.metrics.spooled.with_label_values(&["lost"]).inc();
+                tracing::error!("capture gave up waiting for upstream's verdict; not captured");
             }
             Err((error, raw)) => {
                 let message_id = message_id_of(&raw);
@@ -331,9 +442,9 @@ impl Relay {
                 }
                 tracing::warn!(%error, message_id = message_id.as_deref().unwrap_or("-"), "capture failed; the message was relayed and goes to the spool");
                 let meta = SpoolMeta {
-                    owner: req.owner,
+                    owner: info.owner,
                     direction: Direction::Outbound,
-                    envelope_recipients: req.envelope_recipients,
+                    envelope_recipients: info.envelope_recipients,
                     message_id: message_id.clone(),
                     headers_only_size: headers_only,
                     error: error.to_string(),
@@ -359,6 +470,14 @@ impl Relay {
             }
         }
     }
+}
+
+fn capture_timed_out(m: &SmtpMetrics, wait: Duration) {
+    m.spooled.with_label_values(&["timed_out"]).inc();
+    tracing::error!(
+        seconds = wait.as_secs(),
+        "capture did not finish in time; releasing upstream's reply"
+    );
 }
 
 /// Per-listener facts a session needs.
@@ -447,6 +566,8 @@ where
     let mut client_clock = Instant::now();
     let mut upstream_clock = Instant::now();
     let mut shutdown_seen = false;
+    // A capture started before upstream's verdict on its message.
+    let mut ahead: Option<Ahead> = None;
     let m = &relay.metrics;
 
     loop {
@@ -561,13 +682,32 @@ where
                     // client forever. The capture itself goes on (it runs on
                     // a blocking thread) and may still complete.
                     if timeout(upstream_wait, relay.capture(req)).await.is_err() {
-                        m.spooled.with_label_values(&["timed_out"]).inc();
-                        tracing::error!(
-                            seconds = upstream_wait.as_secs(),
-                            "capture did not finish in time; releasing upstream's reply"
-                        );
+                        capture_timed_out(m, upstream_wait);
                     }
                     session.capture_done();
+                }
+                Effect::Prepare(req) => {
+                    // A previous one still here was never settled: dropping
+                    // its sender tells its thread no.
+                    ahead = Some(relay.prepare(req, upstream_wait));
+                }
+                Effect::Commit => {
+                    match ahead.take() {
+                        Some(a) => {
+                            if timeout(upstream_wait, relay.commit(a)).await.is_err() {
+                                capture_timed_out(m, upstream_wait);
+                            }
+                        }
+                        None => tracing::error!(
+                            "upstream accepted a message whose capture was not prepared"
+                        ),
+                    }
+                    session.capture_done();
+                }
+                Effect::Discard => {
+                    if let Some(Ahead::Running { verdict, .. }) = ahead.take() {
+                        let _ = verdict.send(false);
+                    }
                 }
                 Effect::Close => {
                     let _ = timeout(Duration::from_secs(1), client.shutdown()).await;

@@ -67,6 +67,7 @@ pub struct SmtpMetrics {
     pub share_headers_removed: IntCounter,
     pub headers_only: IntCounterVec,
     pub spooled: IntCounterVec,
+    pub captures_ahead: IntCounterVec,
 }
 
 fn reg<C: prometheus::core::Collector + Clone + 'static>(
@@ -170,6 +171,11 @@ impl SmtpMetrics {
                 "Messages whose capture failed, by what happened next (spooled, failed, lost, timed_out).",
                 &["result"],
             )?,
+            captures_ahead: cv(
+                "mailshare_smtp_captures_ahead_total",
+                "Captures of relayed messages, by whether they started while upstream considered the message (started) or after its reply (deferred: no thread to spare).",
+                &["result"],
+            )?,
         })
     }
 }
@@ -186,6 +192,8 @@ pub struct Relay {
     pub hostname: String,
     pub spool_dir: PathBuf,
     pub metrics: SmtpMetrics,
+    /// Threads for captures started before upstream's verdict.
+    pub captures_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 impl Relay {
@@ -224,6 +232,7 @@ impl Relay {
             connector,
             server_name,
             metrics,
+            captures_ahead: Arc::new(tokio::sync::Semaphore::new(conn::MAX_CAPTURES_AHEAD)),
         }))
     }
 }

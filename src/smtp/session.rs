@@ -113,6 +113,16 @@ pub enum Effect {
     StartTls,
     /// Capture durably, then [`Session::capture_done`].
     Capture(CaptureRequest),
+    /// The message was relayed whole and upstream is considering it: its
+    /// capture may start (parse, blob files), to be stored only on
+    /// [`Effect::Commit`]. The driver goes on at once.
+    Prepare(CaptureRequest),
+    /// Upstream accepted the prepared message: store its capture durably,
+    /// then [`Session::capture_done`].
+    Commit,
+    /// Upstream did not accept the prepared message: drop its capture. The
+    /// driver goes on at once.
+    Discard,
     /// Write out the client bytes and close both legs.
     Close,
 }
@@ -208,6 +218,8 @@ pub struct Finished {
     collected: Option<Collected>,
     owner: Option<String>,
     size: u64,
+    /// The collected message went out in an [`Effect::Prepare`].
+    prepared: bool,
 }
 
 /// What an upstream reply answers.
@@ -435,9 +447,15 @@ impl Session {
         self.closed = true;
     }
 
-    /// The pending effect, if any (taken once).
+    /// The pending effect, if any (taken once). The driver goes on at once
+    /// after [`Effect::Prepare`] and [`Effect::Discard`]: so does the
+    /// session, with any input it held back meanwhile.
     pub fn take_effect(&mut self) -> Option<Effect> {
-        self.effect.take()
+        let e = self.effect.take();
+        if matches!(e, Some(Effect::Prepare(_) | Effect::Discard)) {
+            self.process();
+        }
+        e
     }
 
     /// The session has ended (after its last words are written).
@@ -1244,11 +1262,24 @@ impl Session {
             }
             c.finish()
         });
-        let finished = Box::new(Finished {
+        let mut finished = Box::new(Finished {
             collected,
             owner: msg.owner.take(),
             size: msg.size,
+            prepared: false,
         });
+        // Upstream takes a while over a whole message: the capture starts
+        // meanwhile.
+        if let (None, Some(owner)) = (&self.effect, &finished.owner) {
+            if let Some(message) = finished.collected.take() {
+                self.effect = Some(Effect::Prepare(CaptureRequest {
+                    owner: owner.clone(),
+                    envelope_recipients: self.rcpts.clone(),
+                    message,
+                }));
+                finished.prepared = true;
+            }
+        }
         if data {
             msg.stuffer.finish(&mut self.upstream_out);
             self.expect(Expect::DataEnd(finished));
@@ -1527,8 +1558,9 @@ impl Session {
                 if !end {
                     None
                 } else if let Some(failure) = self.chunk_failure.take() {
-                    if finished.is_some() {
+                    if let Some(f) = finished {
                         self.rcpts.clear();
+                        self.discard_prepared(&f);
                     }
                     Some(Pending::Local(failure))
                 } else if let Some(f) = finished {
@@ -1556,15 +1588,29 @@ impl Session {
         }
     }
 
+    /// A prepared capture whose message upstream did not accept is dropped
+    /// (if the effect slot is taken, the driver drops it when the session
+    /// ends or the next message is prepared).
+    fn discard_prepared(&mut self, f: &Finished) {
+        if f.prepared && self.effect.is_none() {
+            self.effect = Some(Effect::Discard);
+        }
+    }
+
     /// Upstream's final reply to a message: hold a 2xx until it is captured.
     fn message_reply(&mut self, r: Reply, f: Finished) -> Pending {
         let rcpts = std::mem::take(&mut self.rcpts);
         self.rcpt_attempts = 0;
         if !r.is_positive() {
+            self.discard_prepared(&f);
             return Pending::Local(r.raw);
         }
         self.commands = 0;
         self.events.push(Event::Relayed { bytes: f.size });
+        if f.prepared {
+            self.effect = Some(Effect::Commit);
+            return Pending::Held(r.raw);
+        }
         match (f.owner, f.collected) {
             (Some(owner), Some(message)) => {
                 self.effect = Some(Effect::Capture(CaptureRequest {

@@ -95,6 +95,7 @@ impl BlobDir {
     }
 
     /// Store `bytes` durably under their hash (see the module docs).
+    #[cfg(test)]
     pub(crate) fn put(&self, bytes: &[u8]) -> io::Result<BlobRef> {
         let sha256 = sha256_hex(bytes);
         let blob = BlobRef {
@@ -200,9 +201,24 @@ impl BlobDir {
 }
 
 /// Write every part of `content` as a blob and describe where they are.
-pub(crate) fn put_content(blobs: &BlobDir, content: &Content<'_>) -> io::Result<StoredContent> {
-    let text = content.text.map(|t| blobs.put(t.as_bytes())).transpose()?;
-    let html = content.html.map(|t| blobs.put(t.as_bytes())).transpose()?;
+/// `register` sees each blob's hash before its file is written (so that
+/// nothing deletes the file between the write and the capture's commit).
+pub(crate) fn put_content(
+    blobs: &BlobDir,
+    content: &Content<'_>,
+    register: &mut dyn FnMut(&str),
+) -> io::Result<StoredContent> {
+    let mut put = |bytes: &[u8]| -> io::Result<BlobRef> {
+        let blob = BlobRef {
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+        };
+        register(&blob.sha256);
+        blobs.put_known(&blob, bytes)?;
+        Ok(blob)
+    };
+    let text = content.text.map(|t| put(t.as_bytes())).transpose()?;
+    let html = content.html.map(|t| put(t.as_bytes())).transpose()?;
     let attachments = content
         .attachments
         .iter()
@@ -211,7 +227,7 @@ pub(crate) fn put_content(blobs: &BlobDir, content: &Content<'_>) -> io::Result<
                 name: a.name.map(str::to_string),
                 content_type: a.content_type.clone(),
                 size: a.bytes.len() as u64,
-                blob: blobs.put(a.bytes)?,
+                blob: put(a.bytes)?,
             })
         })
         .collect::<io::Result<Vec<_>>>()?;

@@ -37,6 +37,7 @@ pub use self::sled::SledStore;
 use crate::engine::policy::ContactKind;
 use crate::engine::{
     ContactState, Content, Grant, Level, MessageFacts, NewContact, OwnerCopy, Policy, Record,
+    StoredContent,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -46,7 +47,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// One owner's capture of one message.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CaptureInput<'a> {
     pub facts: &'a MessageFacts,
     /// The owner's copy as decided by `engine::decide`.
@@ -58,6 +59,19 @@ pub struct CaptureInput<'a> {
     pub now: i64,
     /// Whether the call waits for the capture to be durable.
     pub durability: Durability,
+    /// The content's blob files, written ahead by [`Store::prewrite`] (used
+    /// instead of writing them again, or released if the record keeps none).
+    pub prewritten: Option<Prewritten>,
+}
+
+/// Blob files of a capture's content written ahead of the capture (see
+/// [`Store::prewrite`]). While it lives, no cleanup deletes those files;
+/// dropped without [`Store::capture`] or [`Store::release`], the files stay
+/// until the sweep at the next open.
+#[derive(Debug)]
+pub struct Prewritten {
+    pub(crate) content: StoredContent,
+    pub(crate) guard: self::sled::InflightGuard,
 }
 
 /// When a capture call returns.
@@ -372,6 +386,23 @@ pub trait Store: Send + Sync {
         policy: &Policy,
         input: CaptureInput<'_>,
     ) -> Result<CaptureOutcome, StoreError>;
+
+    /// Write the blob files `content` would need if the capture of `facts`
+    /// for `copy` keeps it, before the capture is decided (an SMTP relay
+    /// does this while the upstream server considers the message). `None`:
+    /// the capture would keep no content. Nothing refers to the files until
+    /// the capture; hand the result to [`Store::capture`] or
+    /// [`Store::release`].
+    fn prewrite(
+        &self,
+        facts: &MessageFacts,
+        copy: &OwnerCopy,
+        content: &Content<'_>,
+    ) -> Result<Option<Prewritten>, StoreError>;
+
+    /// The capture a [`Prewritten`] was for will not happen: its files are
+    /// deleted after the next flush unless something refers to them.
+    fn release(&self, prewritten: Prewritten);
 
     /// One record by id, hidden ones included (the reader applies `engine::visible`).
     fn message(&self, id: &str) -> Result<Option<Record>, StoreError>;

@@ -35,14 +35,14 @@ use super::journal::{self, Ops};
 use super::keys::{self, check_id};
 use super::{
     AccessRequest, BackupReport, BlobReader, CaptureInput, CaptureOutcome, Cursor, Durability,
-    RequestRole, RequestStatus, Store, StoreError, StoreOptions, StoreStats, StoredContact,
-    TimelinePage,
+    Prewritten, RequestRole, RequestStatus, Store, StoreError, StoreOptions, StoreStats,
+    StoredContact, TimelinePage,
 };
 use crate::engine::facts::domain_of;
 use crate::engine::policy::ContactKind;
 use crate::engine::{
-    self, ContactState, Content, Directory, Grant, Level, NewContact, OwnerCopy, Policy, Record,
-    StoredContent,
+    self, ContactState, Content, Directory, Grant, Level, MessageFacts, NewContact, OwnerCopy,
+    Policy, Record,
 };
 use ::sled::{Db, IVec};
 use std::cell::RefCell;
@@ -97,8 +97,52 @@ struct Inner {
     blobs: BlobDir,
     commit: GroupCommit,
     write: Mutex<WriteState>,
+    /// Blob files written for captures not yet committed: never deleted.
+    inflight: Inflight,
     /// Held (locked) as long as this value lives.
     _lock: File,
+}
+
+/// Blob hashes with a count of the uncommitted captures that wrote them.
+type Inflight = Arc<Mutex<HashMap<String, usize>>>;
+
+fn lock_inflight(m: &Inflight) -> MutexGuard<'_, HashMap<String, usize>> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Registers blob hashes as in flight until dropped.
+#[derive(Debug)]
+pub struct InflightGuard {
+    map: Inflight,
+    shas: Vec<String>,
+}
+
+impl InflightGuard {
+    fn new(map: &Inflight) -> InflightGuard {
+        InflightGuard {
+            map: map.clone(),
+            shas: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, sha: &str) {
+        *lock_inflight(&self.map).entry(sha.to_string()).or_insert(0) += 1;
+        self.shas.push(sha.to_string());
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let mut map = lock_inflight(&self.map);
+        for sha in &self.shas {
+            if let Some(n) = map.get_mut(sha) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(sha);
+                }
+            }
+        }
+    }
 }
 
 /// What only the holder of the write lock may touch.
@@ -219,6 +263,7 @@ impl SledStore {
             blobs,
             commit: GroupCommit::default(),
             write: Mutex::new(WriteState::default()),
+            inflight: Inflight::default(),
             _lock: lock,
         });
         inner.sweep()?;
@@ -626,7 +671,7 @@ impl Inner {
                     // (outside the lock) and now: write it again.
                     if !self.blobs.exists(sha) {
                         if let (Some(c), false) = (content, rewritten) {
-                            blobs::put_content(&self.blobs, c)
+                            blobs::put_content(&self.blobs, c, &mut |_| {})
                                 .map_err(io_err("writing blobs in", &self.path))?;
                             rewritten = true;
                         }
@@ -720,7 +765,14 @@ impl Inner {
             .filter(|(_, &t)| t <= covered)
             .map(|(s, _)| s.clone())
             .collect();
+        // Held across the checks and the removals: a capture registers a
+        // hash here before it writes (or finds) the file.
+        let inflight = lock_inflight(&self.inflight);
         for sha in due {
+            if inflight.contains_key(&sha) {
+                // A capture not yet committed wrote it: ask again later.
+                continue;
+            }
             ws.pending_deletes.remove(&sha);
             match self.refcount(&sha) {
                 Ok(None) => {
@@ -809,6 +861,48 @@ impl Inner {
         Ok(new)
     }
 
+    /// See [`Store::prewrite`].
+    fn prewrite(
+        &self,
+        facts: &MessageFacts,
+        copy: &OwnerCopy,
+        content: &Content<'_>,
+    ) -> Result<Option<Prewritten>, StoreError> {
+        let id = engine::message_key(&facts.message_id);
+        if !self.content_likely_kept(&id, copy)? {
+            return Ok(None);
+        }
+        let mut guard = InflightGuard::new(&self.inflight);
+        match blobs::put_content(&self.blobs, content, &mut |sha| guard.add(sha)) {
+            Ok(content) => Ok(Some(Prewritten { content, guard })),
+            Err(e) => {
+                // Files written before the failure: deleted after a flush.
+                self.release_blobs(guard.shas.clone());
+                Err(io_err("writing blobs in", &self.path)(e))
+            }
+        }
+    }
+
+    /// See [`Store::release`].
+    fn release(&self, prewritten: Prewritten) {
+        let shas = content_refs(&prewritten.content)
+            .map(|b| b.sha256.clone())
+            .collect();
+        self.release_blobs(shas);
+    }
+
+    /// Queue blob files for deletion after the next flush (if unreferenced).
+    fn release_blobs(&self, shas: Vec<String>) {
+        if shas.is_empty() {
+            return;
+        }
+        let entered = self.commit.enter();
+        let mut ws = self.lock_write();
+        if let Err(e) = self.commit_batch(&mut ws, Ops::default(), shas, Some(entered), false) {
+            tracing::warn!(error = %e, "could not queue released blobs; the next open sweeps them");
+        }
+    }
+
     fn capture(
         &self,
         policy: &Policy,
@@ -820,16 +914,19 @@ impl Inner {
             content,
             now,
             durability,
+            prewritten,
         } = input;
         let id = engine::message_key(&facts.message_id);
 
-        // Multi-megabyte writes happen here, outside the write lock.
-        let mut prewritten: Option<StoredContent> = match content {
-            Some(c) if self.content_likely_kept(&id, &copy)? => Some(
-                blobs::put_content(&self.blobs, c)
-                    .map_err(io_err("writing blobs in", &self.path))?,
-            ),
-            _ => None,
+        // Multi-megabyte writes happen here, outside the write lock (or
+        // happened already). `_inflight` keeps the files until the commit.
+        let (mut prewritten, _inflight) = match (prewritten, content) {
+            (Some(p), _) => (Some(p.content), Some(p.guard)),
+            (None, Some(c)) => match self.prewrite(facts, &copy, c)? {
+                Some(p) => (Some(p.content), Some(p.guard)),
+                None => (None, None),
+            },
+            (None, None) => (None, None),
         };
 
         // From here to the ticket is short: the next flush waits for it.
@@ -890,8 +987,9 @@ impl Inner {
         if record.stored == Level::Full && record.content.is_none() {
             record.content = match (prewritten.take(), content) {
                 (Some(sc), _) => Some(sc),
+                // Under the write lock: no deletion can come between.
                 (None, Some(c)) => Some(
-                    blobs::put_content(&self.blobs, c)
+                    blobs::put_content(&self.blobs, c, &mut |_| {})
                         .map_err(io_err("writing blobs in", &self.path))?,
                 ),
                 // Nothing to fill it with: store less, never pretend.
@@ -1321,6 +1419,19 @@ impl Store for SledStore {
         input: CaptureInput<'_>,
     ) -> Result<CaptureOutcome, StoreError> {
         self.inner.capture(policy, input)
+    }
+
+    fn prewrite(
+        &self,
+        facts: &MessageFacts,
+        copy: &OwnerCopy,
+        content: &Content<'_>,
+    ) -> Result<Option<Prewritten>, StoreError> {
+        self.inner.prewrite(facts, copy, content)
+    }
+
+    fn release(&self, prewritten: Prewritten) {
+        self.inner.release(prewritten)
     }
 
     fn message(&self, id: &str) -> Result<Option<Record>, StoreError> {

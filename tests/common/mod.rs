@@ -149,6 +149,7 @@ impl Mail {
             content: Some(content),
             now: 1_800_000_000,
             durability: Default::default(),
+            prewritten: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! IMAP benchmarks as a reference: a TCP relay that parses nothing (and
 //! splices where the kernel lets it), the floor any proxy's throughput is
 //! held against on the same machine.
+#![allow(dead_code)] // each user takes what it needs
 
 use super::upstreams::{free_port, require, terminate, wait_for_greeting};
 use std::fs;

@@ -117,6 +117,26 @@ impl H {
     fn take_upstream_bytes(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.upstream)
     }
+
+    /// The capture a finished message starts while upstream considers it.
+    fn prepared(&mut self) -> CaptureRequest {
+        let e = self.s.take_effect();
+        self.collect();
+        match e {
+            Some(Effect::Prepare(req)) => req,
+            other => panic!("expected Prepare, got {other:?}"),
+        }
+    }
+
+    /// Upstream's 2xx for a prepared message: commit, release the reply.
+    fn commit(&mut self) {
+        match self.s.take_effect() {
+            Some(Effect::Commit) => {}
+            other => panic!("expected Commit, got {other:?}"),
+        }
+        self.s.capture_done();
+        self.collect();
+    }
 }
 
 #[test]
@@ -199,17 +219,13 @@ fn pipelined_replies_keep_command_order_across_local_and_upstream() {
     // The bytes sent before the 354 were held, and are message content now.
     h.c(b"\r\nbody\r\n.\r\n");
     assert_eq!(h.take_upstream(), "Subject: early\r\n\r\nbody\r\n.\r\n");
+    // The capture starts while upstream considers the message.
+    let req = h.prepared();
+    assert_eq!(req.owner, "alice@acme.example");
+    assert_eq!(req.envelope_recipients, vec!["a@x.example"]);
     h.u(b"250 2.0.0 Ok: queued\r\n");
     assert_eq!(h.take_client(), "", "held until captured");
-    match h.s.take_effect() {
-        Some(Effect::Capture(req)) => {
-            assert_eq!(req.owner, "alice@acme.example");
-            assert_eq!(req.envelope_recipients, vec!["a@x.example"]);
-        }
-        other => panic!("{other:?}"),
-    }
-    h.s.capture_done();
-    h.collect();
+    h.commit();
     assert_eq!(h.take_client(), "250 2.0.0 Ok: queued\r\n");
 }
 
@@ -226,17 +242,15 @@ fn the_share_header_reaches_capture_but_not_upstream() {
         h.take_upstream(),
         "From: alice@acme.example\r\nSubject: s\r\n\r\n..dotted\r\n.\r\n"
     );
-    h.u(b"250 2.0.0 Ok\r\n");
-    match h.s.take_effect() {
-        Some(Effect::Capture(CaptureRequest {
-            message: Collected::Full(raw),
-            ..
-        })) => assert_eq!(
+    match h.prepared().message {
+        Collected::Full(raw) => assert_eq!(
             raw,
             b"From: alice@acme.example\r\nX-Mailshare-Share: metadata\r\n  folded\r\nSubject: s\r\n\r\n.dotted\r\n"
         ),
         other => panic!("{other:?}"),
     }
+    h.u(b"250 2.0.0 Ok\r\n");
+    h.commit();
     assert!(h.s.take_events().contains(&Event::ShareHeaderRemoved));
 }
 
@@ -343,20 +357,17 @@ fn bdat_chunks_are_rechunked_filtered_and_answered_per_client_chunk() {
     script.extend_from_slice(second);
     script.extend_from_slice(b"QUIT\r\n");
     h.c(&script);
+    match h.prepared().message {
+        Collected::Full(raw) => assert_eq!(raw, [&first[..], &second[..]].concat()),
+        other => panic!("{other:?}"),
+    }
     assert_eq!(
         h.take_upstream(),
         "BDAT 12\r\nSubject: b\r\nBDAT 8 LAST\r\n\r\nbody\r\nQUIT\r\n"
     );
     h.u(b"250 2.0.0 Added 12 octets\r\n250 2.0.0 Ok\r\n");
     assert_eq!(h.take_client(), "250 2.0.0 Added 12 octets\r\n");
-    match h.s.take_effect() {
-        Some(Effect::Capture(CaptureRequest {
-            message: Collected::Full(raw),
-            ..
-        })) => assert_eq!(raw, [&first[..], &second[..]].concat()),
-        other => panic!("{other:?}"),
-    }
-    h.s.capture_done();
+    h.commit();
     h.u(b"221 2.0.0 Bye\r\n");
     assert_eq!(h.take_client(), "250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n");
     assert!(matches!(h.s.take_effect(), Some(Effect::Close)));
@@ -367,8 +378,13 @@ fn a_failed_bdat_piece_is_the_chunks_reply() {
     let mut h = H::ready(Options::default());
     h.c(b"BDAT 3 LAST\r\nabc");
     assert_eq!(h.take_upstream(), "BDAT 3 LAST\r\nabc");
+    h.prepared();
     h.u(b"503 5.5.0 MAIL needed first\r\n");
     assert_eq!(h.take_client(), "503 5.5.0 MAIL needed first\r\n");
+    assert!(
+        matches!(h.s.take_effect(), Some(Effect::Discard)),
+        "the prepared capture is dropped"
+    );
     assert!(h.s.take_effect().is_none(), "nothing captured");
 }
 
@@ -450,10 +466,9 @@ fn shutdown_waits_for_a_safe_point() {
     h.collect();
     assert_eq!(h.take_client(), "", "not in the middle of a message");
     h.c(b"Subject: s\r\n\r\nx\r\n.\r\n");
+    h.prepared();
     h.u(b"250 ok\r\n");
-    assert!(matches!(h.s.take_effect(), Some(Effect::Capture(_))));
-    h.s.capture_done();
-    h.collect();
+    h.commit();
     assert_eq!(
         h.take_client(),
         "250 ok\r\n421 4.3.2 Service shutting down\r\n"
@@ -482,11 +497,9 @@ fn a_transaction_split_at_every_byte_relays_the_same_bytes() {
         feed(&mut h, commands);
         h.u(b"250 ok\r\n250 ok\r\n354 go\r\n");
         feed(&mut h, message);
+        h.prepared();
         h.u(b"250 queued\r\n");
-        if let Some(Effect::Capture(_)) = h.s.take_effect() {
-            h.s.capture_done();
-            h.collect();
-        }
+        h.commit();
         h.u(b"250 reset\r\n");
         (h.take_client(), h.take_upstream())
     };
@@ -515,4 +528,41 @@ fn timeouts_answer_and_close() {
     h.s.timed_out(Timeout::Login);
     h.collect();
     assert!(h.take_client().starts_with("421 4.7.0 Login timeout"));
+}
+
+/// A message upstream refuses at its end of data: the capture prepared
+/// meanwhile is dropped, the client gets upstream's reply, and the next
+/// message is prepared and committed as usual.
+#[test]
+fn a_prepared_capture_is_discarded_when_upstream_refuses_the_message() {
+    let mut h = H::ready(Options::default());
+    h.c(b"MAIL FROM:<alice@acme.example>\r\nRCPT TO:<bob@client-a.example>\r\nDATA\r\n");
+    h.u(b"250 ok\r\n250 ok\r\n354 go\r\n");
+    h.take_client();
+    // The end of data and a pipelined RSET in one read: the RSET waits
+    // for the Prepare to be taken, then goes out.
+    h.c(b"Subject: no\r\n\r\nx\r\n.\r\nRSET\r\n");
+    assert!(h
+        .take_upstream()
+        .ends_with("DATA\r\nSubject: no\r\n\r\nx\r\n.\r\n"));
+    let req = h.prepared();
+    assert_eq!(req.envelope_recipients, vec!["bob@client-a.example"]);
+    assert_eq!(h.take_upstream(), "RSET\r\n");
+    h.u(b"554 5.7.1 Rejected by policy\r\n");
+    assert!(matches!(h.s.take_effect(), Some(Effect::Discard)));
+    h.u(b"250 reset\r\n");
+    assert_eq!(
+        h.take_client(),
+        "554 5.7.1 Rejected by policy\r\n250 reset\r\n"
+    );
+    // The next message goes the usual way.
+    h.c(b"MAIL FROM:<alice@acme.example>\r\nRCPT TO:<bob@client-a.example>\r\nDATA\r\n");
+    h.u(b"250 ok\r\n250 ok\r\n354 go\r\n");
+    h.take_client();
+    h.c(b"Subject: yes\r\n\r\nx\r\n.\r\n");
+    h.prepared();
+    h.u(b"250 queued\r\n");
+    assert_eq!(h.take_client(), "", "held until captured");
+    h.commit();
+    assert_eq!(h.take_client(), "250 queued\r\n");
 }
