@@ -1269,8 +1269,12 @@ impl Session {
             prepared: false,
         });
         // Upstream takes a while over a whole message: the capture starts
-        // meanwhile.
-        if let (None, Some(owner)) = (&self.effect, &finished.owner) {
+        // meanwhile. Only after DATA: DATA waits for every RCPT reply (the
+        // recipients are final) and for the reply to the message before
+        // it, so one message at a time is prepared. Pipelined BDAT
+        // transactions may end before their RCPT replies arrive: captured
+        // after the reply, as before.
+        if let (true, None, Some(owner)) = (data, &self.effect, &finished.owner) {
             if let Some(message) = finished.collected.take() {
                 self.effect = Some(Effect::Prepare(CaptureRequest {
                     owner: owner.clone(),

@@ -357,17 +357,22 @@ fn bdat_chunks_are_rechunked_filtered_and_answered_per_client_chunk() {
     script.extend_from_slice(second);
     script.extend_from_slice(b"QUIT\r\n");
     h.c(&script);
-    match h.prepared().message {
-        Collected::Full(raw) => assert_eq!(raw, [&first[..], &second[..]].concat()),
-        other => panic!("{other:?}"),
-    }
     assert_eq!(
         h.take_upstream(),
         "BDAT 12\r\nSubject: b\r\nBDAT 8 LAST\r\n\r\nbody\r\nQUIT\r\n"
     );
     h.u(b"250 2.0.0 Added 12 octets\r\n250 2.0.0 Ok\r\n");
     assert_eq!(h.take_client(), "250 2.0.0 Added 12 octets\r\n");
-    h.commit();
+    // BDAT: captured after upstream's reply (its RCPT replies may still
+    // have been on their way when the chunks ended).
+    match h.s.take_effect() {
+        Some(Effect::Capture(CaptureRequest {
+            message: Collected::Full(raw),
+            ..
+        })) => assert_eq!(raw, [&first[..], &second[..]].concat()),
+        other => panic!("{other:?}"),
+    }
+    h.s.capture_done();
     h.u(b"221 2.0.0 Bye\r\n");
     assert_eq!(h.take_client(), "250 2.0.0 Ok\r\n221 2.0.0 Bye\r\n");
     assert!(matches!(h.s.take_effect(), Some(Effect::Close)));
@@ -378,13 +383,8 @@ fn a_failed_bdat_piece_is_the_chunks_reply() {
     let mut h = H::ready(Options::default());
     h.c(b"BDAT 3 LAST\r\nabc");
     assert_eq!(h.take_upstream(), "BDAT 3 LAST\r\nabc");
-    h.prepared();
     h.u(b"503 5.5.0 MAIL needed first\r\n");
     assert_eq!(h.take_client(), "503 5.5.0 MAIL needed first\r\n");
-    assert!(
-        matches!(h.s.take_effect(), Some(Effect::Discard)),
-        "the prepared capture is dropped"
-    );
     assert!(h.s.take_effect().is_none(), "nothing captured");
 }
 
@@ -565,4 +565,27 @@ fn a_prepared_capture_is_discarded_when_upstream_refuses_the_message() {
     assert_eq!(h.take_client(), "", "held until captured");
     h.commit();
     assert_eq!(h.take_client(), "250 queued\r\n");
+}
+
+/// A BDAT transaction pipelined whole (MAIL, RCPT, BDAT LAST in one
+/// write) ends before its RCPT replies arrive: it is not prepared early,
+/// and its capture, after upstream's reply, has the recipients upstream
+/// accepted.
+#[test]
+fn a_pipelined_bdat_message_is_captured_after_its_reply_with_every_recipient() {
+    let mut h = H::ready(Options::default());
+    h.c(b"MAIL FROM:<alice@acme.example>\r\nRCPT TO:<bob@client-a.example>\r\nRCPT TO:<hidden@client-b.example>\r\nBDAT 14 LAST\r\nSubject: p\r\n\r\n");
+    assert!(h.s.take_effect().is_none(), "nothing prepared yet");
+    h.u(b"250 ok\r\n250 ok\r\n250 ok\r\n250 2.0.0 Ok\r\n");
+    match h.s.take_effect() {
+        Some(Effect::Capture(req)) => assert_eq!(
+            req.envelope_recipients,
+            vec!["bob@client-a.example", "hidden@client-b.example"]
+        ),
+        other => panic!("{other:?}"),
+    }
+    h.s.capture_done();
+    h.collect();
+    let replies = h.take_client();
+    assert!(replies.ends_with("250 2.0.0 Ok\r\n"), "{replies:?}");
 }
