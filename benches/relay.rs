@@ -364,34 +364,23 @@ fn main() {
                     (Outcome::default(), Outcome::default(), Outcome::default());
                 let (mut d_rates, mut p_rates, mut h_rates) = (Vec::new(), Vec::new(), Vec::new());
                 let mut cpu = 0.0;
-                for _ in 0..rounds {
-                    let o = rt.block_on(run_cell(
-                        up.submission,
-                        concurrency,
-                        size,
-                        per_message,
-                        secs,
-                        id,
-                    ));
+                // One cell against `addr`, with message ids of its own.
+                let mut run = |addr: SocketAddr| {
+                    let o = rt.block_on(run_cell(addr, concurrency, size, per_message, secs, id));
                     id += 1_000_000_000;
+                    o
+                };
+                for _ in 0..rounds {
+                    let o = run(up.submission);
                     d_rates.push(o.rate());
                     d.absorb(o);
                     let cpu0 = cpu::cpu_seconds(Some(ms.id()));
-                    let o = rt.block_on(run_cell(proxy, concurrency, size, per_message, secs, id));
+                    let o = run(proxy);
                     cpu += cpu::cpu_seconds(Some(ms.id())) - cpu0;
-                    id += 1_000_000_000;
                     p_rates.push(o.rate());
                     p.absorb(o);
                     if let Some(ha) = &reference {
-                        let o = rt.block_on(run_cell(
-                            ha.fronts[0],
-                            concurrency,
-                            size,
-                            per_message,
-                            secs,
-                            id,
-                        ));
-                        id += 1_000_000_000;
+                        let o = run(ha.fronts[0]);
                         h_rates.push(o.rate());
                         h.absorb(o);
                     }
