@@ -10,7 +10,8 @@
 //!
 //! Dovecot relays to an smtp-sink that does not write messages to disk (the
 //! test harness' dumping sink would dominate), on loopback; everything
-//! shares the machine's cores. Run: `cargo bench --bench relay`.
+//! shares the machine's cores (`BENCH_SINK_ARGS` adds smtp-sink options).
+//! Run: `cargo bench --bench relay`.
 //!
 //! A reference runs in the same rounds unless `BENCH_REFERENCE=0`: HAProxy
 //! in `mode tcp` in front of the same Dovecot, a relay that parses and
@@ -293,6 +294,11 @@ fn main() {
     let mut sink_cmd = Command::new(sink_bin);
     if is_root() {
         sink_cmd.args(["-u", "nobody"]);
+    }
+    // BENCH_SINK_ARGS: extra smtp-sink options, e.g. `-W .:1` to answer
+    // each end of data after a second, as an MTA's content checks would.
+    if let Ok(extra) = std::env::var("BENCH_SINK_ARGS") {
+        sink_cmd.args(extra.split_whitespace());
     }
     let sink = sink_cmd
         .arg(format!("127.0.0.1:{sink_port}"))
