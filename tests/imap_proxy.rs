@@ -877,3 +877,67 @@ fn uncaptured_literals_are_spliced_and_arrive_unchanged() {
     );
     assert!(spliced() - before > 3.0 * 1024.0 * 1024.0);
 }
+
+/// A large message fetched in pieces, as Thunderbird does
+/// (`BODY.PEEK[]<0.65536>`, then the next pieces): the first piece's
+/// header block is captured as metadata (with RFC822.SIZE as the size),
+/// like `BODY[HEADER]`; a first piece too short to hold the whole header
+/// block captures nothing.
+#[test]
+fn a_message_fetched_in_pieces_is_captured_from_its_first_piece() {
+    let p = Proxied::start(Options::default());
+    let body = "x".repeat(75) + "\r\n";
+    let big = mail(
+        "pieces@client-a.example",
+        "bob@client-a.example",
+        "alice@acme.example",
+        "In pieces",
+        &body.repeat(3000),
+    );
+    let cut = mail(
+        "cut@client-a.example",
+        "bob@client-a.example",
+        "alice@acme.example",
+        "Cut short",
+        &body.repeat(3000),
+    );
+    append_direct(&p.up, "alice", "INBOX", &[big.clone(), cut]);
+    let mut c = Raw::login(p.plain, "alice");
+    c.send(b"s SELECT INBOX\r\n");
+    c.until("s");
+    let mut got = Vec::new();
+    let mut at = 0;
+    while at < big.len() {
+        let tag = format!("p{at}");
+        c.send(
+            format!("{tag} UID FETCH 1:1 (UID RFC822.SIZE BODY.PEEK[]<{at}.65536>)\r\n").as_bytes(),
+        );
+        let lines = c.until(&tag);
+        assert!(lines.last().unwrap().contains("OK"), "{lines:?}");
+        let piece = lines
+            .iter()
+            .find(|l| l.contains("BODY[]<"))
+            .expect("a piece");
+        let start = piece.find("}\r\n").unwrap() + 3;
+        got.extend_from_slice(&piece.as_bytes()[start..]);
+        at += 65536;
+    }
+    assert!(got == big, "the pieces make up the message");
+    let r = p
+        .wait_for_record("pieces@client-a.example", DEADLINE)
+        .expect("captured from the first piece");
+    assert_eq!(r.size, big.len() as u64, "RFC822.SIZE is the size");
+    assert!(r.stored < Level::Full, "headers only: {:?}", r.stored);
+    assert!(r.content.is_none());
+    assert!(p.metric("mailshare_imap_captures_total", &[("source", "header")]) >= 1.0);
+
+    // A first piece of 40 bytes ends inside the header block.
+    c.send(b"q UID FETCH 2:2 (UID BODY.PEEK[]<0.40>)\r\n");
+    assert!(c.until("q").last().unwrap().contains("OK"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        p.wait_for_record("cut@client-a.example", Duration::from_millis(200))
+            .is_none(),
+        "a cut header block is not captured"
+    );
+}

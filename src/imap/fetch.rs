@@ -98,7 +98,7 @@ impl FetchState {
     pub fn wants(&self, item: FetchItem) -> bool {
         match item {
             FetchItem::Whole => self.whole.is_none(),
-            FetchItem::Header | FetchItem::HeaderFields => {
+            FetchItem::Header | FetchItem::HeaderFields | FetchItem::Head => {
                 self.whole.is_none() && self.header.as_ref().is_none_or(|(_, subset)| *subset)
             }
             FetchItem::Other => false,
@@ -174,7 +174,10 @@ impl FetchState {
                 FetchItem::Whole => self.whole = Some(tee),
                 FetchItem::Header => self.header = Some((tee, false)),
                 FetchItem::HeaderFields => self.header = Some((tee, true)),
-                FetchItem::Other => {}
+                // A first piece cut inside the header block gives nothing
+                // sure to capture.
+                FetchItem::Head if tee.header_block().is_some() => self.header = Some((tee, false)),
+                FetchItem::Head | FetchItem::Other => {}
             }
         }
     }

@@ -1189,7 +1189,7 @@ impl<U: AsyncRead + Send, C: AsyncWrite + Send> ServerPump<U, C> {
         }
         let kind = match item {
             FetchItem::Whole => TeeKind::Message,
-            FetchItem::Header | FetchItem::HeaderFields => TeeKind::Header,
+            FetchItem::Header | FetchItem::HeaderFields | FetchItem::Head => TeeKind::Header,
             FetchItem::Other => return Ok(()),
         };
         let capture = capture.clone();

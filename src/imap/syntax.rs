@@ -607,6 +607,10 @@ pub enum FetchItem {
     Header,
     /// `BODY[HEADER.FIELDS (…)]` / `.NOT`: some header fields.
     HeaderFields,
+    /// `BODY[]<0>` / `BINARY[]<0>`: the first piece of a message fetched in
+    /// pieces (Thunderbird does so for large ones): its header block, when
+    /// the piece holds all of it.
+    Head,
     /// Anything else (parts, partial fetches, envelope strings…).
     Other,
 }
@@ -640,6 +644,9 @@ pub fn fetch_item_before(segment: &[u8], suffix_len: usize) -> FetchItem {
     }
     if up("BODY[HEADER]") || up("RFC822.HEADER") {
         return FetchItem::Header;
+    }
+    if up("BODY[]<0>") || up("BINARY[]<0>") {
+        return FetchItem::Head;
     }
     let prefix = b"BODY[HEADER.FIELDS";
     if item.len() > prefix.len()
@@ -802,7 +809,13 @@ mod tests {
         assert_eq!(f(b"* 1 FETCH (UID 5 BODY[] {100}\r\n", 7), FetchItem::Whole);
         assert_eq!(f(b"* 1 FETCH (RFC822 {100}\r\n", 7), FetchItem::Whole);
         assert_eq!(f(b"(BINARY[] ~{100}\r\n", 8), FetchItem::Whole);
-        assert_eq!(f(b"* 1 FETCH (BODY[]<0> {100}\r\n", 7), FetchItem::Other);
+        assert_eq!(f(b"* 1 FETCH (BODY[]<0> {100}\r\n", 7), FetchItem::Head);
+        assert_eq!(f(b"* 1 FETCH (body[]<0> {100}\r\n", 7), FetchItem::Head);
+        assert_eq!(
+            f(b"* 1 FETCH (BODY[]<65536> {100}\r\n", 7),
+            FetchItem::Other
+        );
+        assert_eq!(f(b"* 1 FETCH (BODY[1]<0> {100}\r\n", 7), FetchItem::Other);
         assert_eq!(f(b" BODY[HEADER] {10}\r\n", 6), FetchItem::Header);
         assert_eq!(f(b" rfc822.header {10}\r\n", 6), FetchItem::Header);
         assert_eq!(
