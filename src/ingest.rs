@@ -151,14 +151,24 @@ pub fn ingest_when(
 enum Gate<'v> {
     Open,
     Verdict(&'v mut dyn FnMut() -> bool),
+    /// The verdict, once asked.
+    Answered(bool),
 }
 
 impl Gate<'_> {
+    /// Asks the verdict once; later calls repeat the answer.
     fn accepted(&mut self) -> bool {
-        match self {
-            Gate::Open => true,
+        let yes = match self {
+            Gate::Open => return true,
             Gate::Verdict(f) => f(),
-        }
+            Gate::Answered(yes) => return *yes,
+        };
+        *self = Gate::Answered(yes);
+        yes
+    }
+
+    fn speculative(&self) -> bool {
+        matches!(self, Gate::Verdict(_))
     }
 }
 
@@ -173,7 +183,26 @@ fn ingest_gated(
     raw: &[u8],
     headers_only_size: Option<u64>,
     req: &IngestRequest<'_>,
-    gate: Gate<'_>,
+    mut gate: Gate<'_>,
+) -> Result<Option<IngestOutcome>, IngestError> {
+    match parse_and_capture(store, policy, raw, headers_only_size, req, &mut gate) {
+        // A message that fails before the verdict is an error only if it
+        // was accepted (a refused one is nobody's concern).
+        Err(e) if !gate.accepted() => {
+            tracing::debug!(error = %e, "capture failed for a message upstream did not accept");
+            Ok(None)
+        }
+        r => r,
+    }
+}
+
+fn parse_and_capture(
+    store: &dyn Store,
+    policy: &Policy,
+    raw: &[u8],
+    headers_only_size: Option<u64>,
+    req: &IngestRequest<'_>,
+    gate: &mut Gate<'_>,
 ) -> Result<Option<IngestOutcome>, IngestError> {
     if let Some(size) = headers_only_size {
         let mut facts = mail::parse_headers(raw, req.envelope_recipients)?;
@@ -209,7 +238,15 @@ pub fn ingest_facts(
     facts: &engine::MessageFacts,
     req: &IngestRequest<'_>,
 ) -> Result<IngestOutcome, IngestError> {
-    settled(capture(store, policy, facts, None, req, true, Gate::Open))
+    settled(capture(
+        store,
+        policy,
+        facts,
+        None,
+        req,
+        true,
+        &mut Gate::Open,
+    ))
 }
 
 fn capture(
@@ -219,7 +256,7 @@ fn capture(
     content: Option<&engine::Content<'_>>,
     req: &IngestRequest<'_>,
     headers_only: bool,
-    mut gate: Gate<'_>,
+    gate: &mut Gate<'_>,
 ) -> Result<Option<IngestOutcome>, IngestError> {
     let copy = match engine::decide(policy, facts, req.owner, req.direction, req.now) {
         Decision::Skip(reason) => {
@@ -232,8 +269,8 @@ fn capture(
     };
     // Blob files first, while the verdict is pending (a failure here is
     // met again, and reported, by the capture's own write).
-    let prewritten = match (&gate, content) {
-        (Gate::Verdict(_), Some(c)) => store.prewrite(facts, &copy, c).unwrap_or_else(|e| {
+    let prewritten = match content {
+        Some(c) if gate.speculative() => store.prewrite(facts, &copy, c).unwrap_or_else(|e| {
             tracing::debug!(error = %e, "writing blobs ahead failed");
             None
         }),

@@ -1006,3 +1006,65 @@ fn prewritten_blobs_are_used_released_or_kept_while_in_flight() {
     assert_eq!(store.blob(&logo_ref.sha256).unwrap(), Some(logo));
     assert_consistent(&store);
 }
+
+/// `ingest_when`: the verdict comes between the preparation (parse, blob
+/// files) and the store write. No: nothing stored, no error even for a
+/// message that cannot be parsed. Yes: stored, and an unparsable message
+/// is the error it always was.
+#[test]
+fn ingest_when_stores_only_what_was_accepted() {
+    use mailshare::ingest::{ingest_when, IngestError, IngestOutcome, IngestRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let p = policy();
+    let req = IngestRequest {
+        owner: ALICE,
+        direction: OUT,
+        envelope_recipients: &[],
+        now: 1_800_000_000,
+        max_capture_bytes: 1 << 20,
+        durability: Default::default(),
+    };
+    let raw = |id: &str| {
+        format!(
+            "From: {ALICE}\r\nTo: carol@client.example\r\nSubject: verdict\r\nX-Mailshare-Share: full\r\nMessage-ID: <{id}>\r\nDate: Tue, 10 Nov 2026 10:00:00 +0000\r\n\r\nThe body of {id}.\r\n"
+        )
+        .into_bytes()
+    };
+    let mut asked = 0;
+    let mut no = || {
+        asked += 1;
+        false
+    };
+    let r = ingest_when(&store, &p, &raw("no@acme.example"), None, &req, &mut no).unwrap();
+    assert_eq!(r, None);
+    assert_eq!(asked, 1, "asked once");
+    let key = |id: &str| engine::message_key(id);
+    assert!(store.message(&key("no@acme.example")).unwrap().is_none());
+    let left = wait_for_blobs(dir.path(), |f| f.is_empty());
+    assert!(left.is_empty(), "the refused body's blob stays: {left:?}");
+
+    let r = ingest_when(
+        &store,
+        &p,
+        &raw("yes@acme.example"),
+        None,
+        &req,
+        &mut || true,
+    );
+    assert!(matches!(r, Ok(Some(IngestOutcome::Stored { .. }))), "{r:?}");
+    assert!(store.message(&key("yes@acme.example")).unwrap().is_some());
+    // Captured in full, so the refused one above had a blob to release.
+    assert_eq!(blob_files(dir.path()).len(), 1);
+
+    // Not a message at all: no error when refused, the error when accepted.
+    assert!(matches!(
+        ingest_when(&store, &p, b"", None, &req, &mut || false),
+        Ok(None)
+    ));
+    assert!(matches!(
+        ingest_when(&store, &p, b"", None, &req, &mut || true),
+        Err(IngestError::Parse(_))
+    ));
+    assert_consistent(&store);
+}
